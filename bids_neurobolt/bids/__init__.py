@@ -1,0 +1,1 @@
+"""Input side: BIDS discovery, EEG and BOLD readers, EEG-fMRI synchronisation."""

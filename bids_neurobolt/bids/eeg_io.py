@@ -1,0 +1,226 @@
+"""Read EEG recordings through MNE-BIDS and collect their markers.
+
+MNE-BIDS gives channel types from ``channels.tsv`` (so ECG is typed ECG) and replaces
+the file's own markers with the rows of ``events.tsv`` when that file exists. Scanner
+triggers are often missing from a curated ``events.tsv`` while still in the raw file
+(``.vmrk``, EDF annotations, EEGLAB events), so both sources are kept:
+:func:`read_markers` returns the ``events.tsv`` markers and the raw-file markers, and
+the synchronisation step picks whichever holds the volume markers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bids_neurobolt.bids.layout import RunSpec, check_file_present
+from bids_neurobolt.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+#: Channel names treated as ECG when no channels.tsv says otherwise.
+ECG_NAME = re.compile(r"^(ecg|ekg)[\s_-]?\d*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Markers:
+    """Markers (annotations) of one EEG recording.
+
+    Attributes
+    ----------
+    description : numpy.ndarray of object (str)
+        Marker names as MNE reads them, e.g. ``"Response/R128"``.
+    sample : numpy.ndarray of int
+        Zero-based sample index of each marker at the recording's sampling rate.
+    source : str
+        ``"events.tsv"`` or ``"raw file"``.
+    """
+
+    description: np.ndarray
+    sample: np.ndarray
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.sample)
+
+    def counts(self) -> dict[str, int]:
+        """Return the number of markers of each name, most frequent first."""
+        names, counts = np.unique(self.description, return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        return {str(names[i]): int(counts[i]) for i in order}
+
+
+@dataclass(frozen=True)
+class EEGHeader:
+    """What the synchronisation step needs to know about a recording.
+
+    Attributes
+    ----------
+    path : Path
+        The EEG file.
+    sfreq : float
+        Sampling rate (Hz).
+    n_samples : int
+        Number of samples.
+    ch_names : tuple of str
+        Channel names.
+    ch_types : tuple of str
+        MNE channel types (``"eeg"``, ``"ecg"``...).
+    markers : tuple of Markers
+        The ``events.tsv`` markers first (if that file exists), then the raw file's.
+    """
+
+    path: Path
+    sfreq: float
+    n_samples: int
+    ch_names: tuple[str, ...]
+    ch_types: tuple[str, ...]
+    markers: tuple[Markers, ...]
+
+    @property
+    def duration(self) -> float:
+        """Recording length in seconds."""
+        return self.n_samples / self.sfreq
+
+
+def open_raw(spec: RunSpec, *, preload: bool = False) -> Any:
+    """Open a run's EEG through MNE-BIDS, with ECG channels typed as ECG.
+
+    Parameters
+    ----------
+    spec : RunSpec
+        The run.
+    preload : bool
+        Load the data into memory (otherwise only the header is read).
+
+    Returns
+    -------
+    mne.io.BaseRaw
+        The recording, in volts as MNE stores it.
+
+    Raises
+    ------
+    MissingInputError
+        If the file (or a BrainVision companion file) is missing or a broken link.
+    DataError
+        If MNE cannot read the file.
+    """
+    import mne_bids
+
+    check_file_present(spec.eeg)
+    bids_path = mne_bids.get_bids_path_from_fname(spec.eeg)
+    try:
+        with warnings.catch_warnings():
+            # MNE-BIDS warns about every optional sidecar it does not find.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            raw = mne_bids.read_raw_bids(bids_path, verbose="error")
+        if preload:
+            raw.load_data(verbose="error")
+    except FileNotFoundError as exc:
+        missing = Path(exc.filename) if exc.filename else None
+        if missing is not None:
+            check_file_present(missing)
+        raise DataError(
+            f"MNE could not read this EEG file: {exc}", path=spec.eeg,
+            fix="Check that the header and its data/marker files belong together.",
+        ) from None
+    except (ValueError, RuntimeError, OSError, KeyError, IndexError, UnicodeDecodeError,
+            TypeError, AssertionError) as exc:
+        raise DataError(
+            f"MNE could not read this EEG file ({type(exc).__name__}: {exc}).",
+            path=spec.eeg,
+            fix="Check that the file is complete and not corrupt (open it in the recording "
+            "software or with mne.io.read_raw), then run again.",
+        ) from None
+    _type_ecg_by_name(raw)
+    return raw
+
+
+def read_header(spec: RunSpec) -> EEGHeader:
+    """Read a run's EEG header and markers without loading the signals.
+
+    Parameters
+    ----------
+    spec : RunSpec
+        The run.
+
+    Returns
+    -------
+    EEGHeader
+        Sampling rate, length, channels and markers.
+    """
+    raw = open_raw(spec, preload=False)
+    sources = []
+    events_tsv = _events_tsv(spec.eeg)
+    if events_tsv is not None:
+        sources.append(_markers_from_annotations(raw, "events.tsv"))
+    sources.append(_file_markers(spec.eeg))
+    header = EEGHeader(
+        path=spec.eeg,
+        sfreq=float(raw.info["sfreq"]),
+        n_samples=int(raw.n_times),
+        ch_names=tuple(raw.ch_names),
+        ch_types=tuple(raw.get_channel_types()),
+        markers=tuple(sources),
+    )
+    if header.n_samples < 2:
+        raise DataError(
+            "holds no samples.", path=spec.eeg,
+            fix="The recording is empty; re-export it from the acquisition software.",
+        )
+    return header
+
+
+def _file_markers(eeg_path: Path) -> Markers:
+    """Read markers straight from the raw file, bypassing events.tsv."""
+    import mne
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            raw = mne.io.read_raw(eeg_path, preload=False, verbose="error")
+    except Exception as exc:  # noqa: BLE001 - any reader failure is reported the same way
+        raise DataError(
+            f"MNE could not read the markers of this EEG file ({type(exc).__name__}: {exc}).",
+            path=eeg_path,
+            fix="Check that the file is complete and not corrupt.",
+        ) from None
+    return _markers_from_annotations(raw, "raw file")
+
+
+def _markers_from_annotations(raw: Any, source: str) -> Markers:
+    annotations = raw.annotations
+    if len(annotations) == 0:
+        return Markers(np.array([], dtype=object), np.array([], dtype=np.int64), source)
+    samples = raw.time_as_index(annotations.onset, use_rounding=True,
+                                origin=annotations.orig_time)
+    samples = np.asarray(samples, dtype=np.int64) + 0
+    keep = (samples >= 0) & (samples < raw.n_times)
+    return Markers(
+        description=np.array([str(d) for d in annotations.description], dtype=object)[keep],
+        sample=samples[keep],
+        source=source,
+    )
+
+
+def _events_tsv(eeg_path: Path) -> Path | None:
+    stem = eeg_path.name.rsplit("_", 1)[0]
+    candidate = eeg_path.with_name(f"{stem}_events.tsv")
+    return candidate if candidate.is_file() else None
+
+
+def _type_ecg_by_name(raw: Any) -> None:
+    """Type channels named ECG/EKG as ECG when no channels.tsv did it."""
+    types = raw.get_channel_types()
+    if "ecg" in types:
+        return
+    mapping = {name: "ecg" for name in raw.ch_names if ECG_NAME.match(name.strip())}
+    if mapping:
+        logger.debug("%s: typing %s as ECG by name.", raw.filenames[0], sorted(mapping))
+        raw.set_channel_types(mapping, verbose="error")

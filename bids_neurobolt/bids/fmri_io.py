@@ -1,0 +1,153 @@
+"""Read what the app needs to know about a BOLD run: volumes, timing, space."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bids_neurobolt.bids.layout import check_file_present
+from bids_neurobolt.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+#: NIfTI xform code for MNI152 space.
+NIFTI_MNI152 = 4
+
+
+@dataclass(frozen=True)
+class BoldInfo:
+    """Timing and geometry of a BOLD run.
+
+    Attributes
+    ----------
+    path : Path
+        The NIfTI file.
+    n_volumes : int
+        Number of volumes (4th dimension).
+    repetition_time : float
+        ``RepetitionTime`` (s) from the sidecar (with BIDS inheritance).
+    slice_timing : tuple of float
+        ``SliceTiming`` (s), empty when the sidecar has none.
+    shape : tuple of int
+        The 3-D grid shape.
+    zooms : tuple of float
+        Voxel sizes (mm).
+    xform_code : int
+        The NIfTI sform code (or the qform code when the sform is unset); 4 means MNI152.
+    """
+
+    path: Path
+    n_volumes: int
+    repetition_time: float
+    slice_timing: tuple[float, ...]
+    shape: tuple[int, int, int]
+    zooms: tuple[float, float, float]
+    xform_code: int
+
+    @property
+    def duration(self) -> float:
+        """Acquisition length in seconds (volumes x TR)."""
+        return self.n_volumes * self.repetition_time
+
+
+def read_bold_info(path: Path, metadata: dict[str, Any]) -> BoldInfo:
+    """Read the header and sidecar of a BOLD run without loading its data.
+
+    Parameters
+    ----------
+    path : Path
+        The BOLD NIfTI.
+    metadata : dict
+        Its sidecar metadata with BIDS inheritance applied (``layout.get_metadata``).
+
+    Returns
+    -------
+    BoldInfo
+        Volumes, timing and grid.
+
+    Raises
+    ------
+    MissingInputError
+        If the file is missing or a broken link.
+    DataError
+        If the NIfTI is unreadable or not 4-D, or RepetitionTime is missing or invalid.
+    """
+    import nibabel as nib
+
+    check_file_present(path)
+    try:
+        img = nib.load(path)
+        header = img.header
+        shape = tuple(int(n) for n in img.shape)
+        sform_code = int(header["sform_code"])
+        qform_code = int(header["qform_code"])
+        zooms = tuple(float(z) for z in header.get_zooms())
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
+        raise DataError(
+            f"cannot read this NIfTI file ({type(exc).__name__}: {exc}).",
+            path=path,
+            fix="Check that the file is a complete, uncorrupted .nii or .nii.gz "
+            "(e.g. with nib-ls or fslinfo).",
+        ) from None
+    if len(shape) != 4 or shape[3] < 1:
+        raise DataError(
+            f"is {len(shape)}-D with shape {shape}; a BOLD run must be 4-D (x, y, z, volumes).",
+            path=path,
+            fix="Pass the 4-D time series, not a single volume or a reference image.",
+        )
+    tr = _repetition_time(path, metadata, zooms)
+    slice_timing = tuple(float(t) for t in metadata.get("SliceTiming", ()) or ())
+    if slice_timing and (min(slice_timing) < 0 or max(slice_timing) >= tr):
+        raise DataError(
+            f"SliceTiming values must lie in [0, RepetitionTime={tr} s); got "
+            f"[{min(slice_timing)}, {max(slice_timing)}].",
+            path=_sidecar_of(path),
+            fix="Correct SliceTiming (seconds from the volume onset) in the JSON sidecar.",
+        )
+    return BoldInfo(
+        path=path,
+        n_volumes=int(shape[3]),
+        repetition_time=tr,
+        slice_timing=slice_timing,
+        shape=(shape[0], shape[1], shape[2]),
+        zooms=(zooms[0], zooms[1], zooms[2]),
+        xform_code=sform_code if sform_code > 0 else qform_code,
+    )
+
+
+def _repetition_time(path: Path, metadata: dict[str, Any], zooms: tuple[float, ...]) -> float:
+    value = metadata.get("RepetitionTime")
+    if value is None:
+        raise DataError(
+            "has no RepetitionTime in its JSON sidecar (required by BIDS for BOLD).",
+            path=path,
+            fix=f"Add \"RepetitionTime\": <seconds> to {_sidecar_of(path).name} or to an "
+            "inherited task-<label>_bold.json.",
+        )
+    try:
+        tr = float(value)
+    except (TypeError, ValueError):
+        tr = float("nan")
+    if not np.isfinite(tr) or tr <= 0:
+        raise DataError(
+            f"RepetitionTime must be a positive number of seconds; got {value!r}.",
+            path=_sidecar_of(path),
+            fix="Correct RepetitionTime in the JSON sidecar.",
+        )
+    if len(zooms) > 3 and zooms[3] > 0 and not np.isclose(zooms[3], tr, rtol=1e-3):
+        logger.warning(
+            "%s: the NIfTI header says TR=%.4g s but the sidecar says RepetitionTime=%.4g s; "
+            "using the sidecar (BIDS makes it authoritative).", path.name, zooms[3], tr,
+        )
+    return tr
+
+
+def _sidecar_of(path: Path) -> Path:
+    name = path.name
+    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else path.stem
+    return path.with_name(stem + ".json")
+

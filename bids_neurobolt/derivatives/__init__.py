@@ -1,0 +1,1 @@
+"""Derivative outputs: file names and atomic writers."""

@@ -1,0 +1,95 @@
+"""Every output file name, built in one place.
+
+Names follow BIDS: ``<entities>_<suffix><extension>`` with entities in the order of
+the BIDS schema (``sub, ses, task, acq, run, space, atlas, desc``). Stages never
+format names themselves; they ask this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+#: Entity keys in BIDS order, with their file-name prefixes.
+ENTITY_ORDER: tuple[tuple[str, str], ...] = (
+    ("subject", "sub"),
+    ("session", "ses"),
+    ("task", "task"),
+    ("acquisition", "acq"),
+    ("run", "run"),
+    ("space", "space"),
+    ("atlas", "atlas"),
+    ("desc", "desc"),
+)
+
+#: Every ``desc-`` label the app writes, with the text for ``descriptions.tsv``.
+DESCRIPTIONS: dict[str, str] = {
+    "sync": (
+        "EEG-fMRI synchronisation table: one row per BOLD volume marker (and per slice "
+        "marker when present), with its EEG sample index at the native sampling rate, "
+        "checked against RepetitionTime and the number of BOLD volumes."
+    ),
+}
+
+
+def bids_name(entities: Mapping[str, str | None], suffix: str, extension: str) -> str:
+    """Build a BIDS file name from entities.
+
+    Parameters
+    ----------
+    entities : mapping
+        Entity values keyed by the names in :data:`ENTITY_ORDER` (``subject``,
+        ``session``...); ``None`` values are left out.
+    suffix : str
+        The BIDS suffix, e.g. ``"events"``.
+    extension : str
+        The extension with its dot, e.g. ``".tsv"``.
+
+    Returns
+    -------
+    str
+        For example ``sub-01_task-rest_run-1_desc-sync_events.tsv``.
+    """
+    unknown = set(entities) - {key for key, _ in ENTITY_ORDER}
+    if unknown:
+        raise ValueError(f"unknown BIDS entities {sorted(unknown)}")
+    parts = [
+        f"{prefix}-{entities[key]}"
+        for key, prefix in ENTITY_ORDER
+        if entities.get(key) not in (None, "")
+    ]
+    return "_".join([*parts, suffix]) + extension
+
+
+def subject_dir(output_dir: Path, subject: str, session: str | None) -> Path:
+    """Return ``<output_dir>/sub-<subject>[/ses-<session>]``."""
+    folder = output_dir / f"sub-{subject}"
+    return folder / f"ses-{session}" if session else folder
+
+
+def sync_table_path(output_dir: Path, entities: Mapping[str, str | None]) -> Path:
+    """Return the path of the synchronisation table of one run.
+
+    Parameters
+    ----------
+    output_dir : Path
+        The derivative dataset root.
+    entities : mapping
+        The run's entities (``subject``, ``session``, ``task``, ``acquisition``, ``run``).
+
+    Returns
+    -------
+    Path
+        ``<out>/sub-<l>[/ses-<s>]/eeg/<entities>_desc-sync_events.tsv``.
+    """
+    folder = subject_dir(output_dir, str(entities["subject"]), entities.get("session")) / "eeg"
+    return folder / bids_name({**entities, "desc": "sync"}, "events", ".tsv")
+
+
+def sidecar_path(path: Path) -> Path:
+    """Return the JSON sidecar path of a data file (``.tsv``, ``.nii.gz``, ``.vhdr``...)."""
+    name = path.name
+    for ext in (".nii.gz", ".tsv.gz"):
+        if name.endswith(ext):
+            return path.with_name(name[: -len(ext)] + ".json")
+    return path.with_suffix(".json")

@@ -1,0 +1,191 @@
+"""Write derivative files atomically, with sidecars and dataset-level files.
+
+Every file is written to a hidden temporary name in its destination folder, flushed
+to disk, then renamed over the final name, so a reader (or a rerun) sees either the
+complete file or nothing. Dataset-level files written by every participant job
+(``dataset_description.json``, ``.bidsignore``, ``descriptions.tsv``) have the same
+content in every job, so concurrent jobs writing them cannot disagree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bids_neurobolt import __version__
+from bids_neurobolt.derivatives.naming import DESCRIPTIONS
+from bids_neurobolt.errors import IOFailure, OutputError
+
+#: BIDS version the derivative dataset declares.
+BIDS_VERSION = "1.10.0"
+
+CODE_URL = "https://github.com/bids-neurobolt/bids-neurobolt"
+
+#: Environment variable set in the container images (records the container in provenance).
+CONTAINER_ENV = "BIDS_NEUROBOLT_CONTAINER"
+
+#: What the BIDS validator should not judge: outputs BIDS has no place for.
+BIDSIGNORE: tuple[str, ...] = (
+    "logs/",
+    "models/",
+    "group/",
+    "figures/",
+    "*.html",
+    "*_quality.json",
+)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    The temporary file is removed if the block raises.
+
+    Raises
+    ------
+    OutputError
+        If the folder cannot be created or written (permissions, read-only file system).
+    IOFailure
+        On other operating-system errors (disk full, I/O error).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _os_error(exc, path.parent) from None
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        tmp.replace(path)
+    except OSError as exc:
+        _remove_quietly(tmp)
+        raise _os_error(exc, path) from None
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (flushed to disk before the rename)."""
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write UTF-8 text to ``path`` atomically."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> Path:
+    """Write a JSON document (indented, keys in insertion order) atomically."""
+    return write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_tsv(path: Path, table: pd.DataFrame) -> Path:
+    """Write a BIDS TSV (tab separated, header row, ``n/a`` for missing values) atomically."""
+    text = table.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n")
+    return write_text(path, text)
+
+
+def dataset_description(bids_dir: Path, source_description: Mapping[str, Any]) -> dict[str, Any]:
+    """Build the derivative ``dataset_description.json``.
+
+    Parameters
+    ----------
+    bids_dir : Path
+        The input dataset (linked as ``raw`` for BIDS URIs such as ``bids:raw:sub-01/...``).
+    source_description : mapping
+        The input's own ``dataset_description.json`` (for its DOI, version, licence).
+
+    Returns
+    -------
+    dict
+        DatasetType ``derivative``, GeneratedBy (with the container when run in one),
+        SourceDatasets and DatasetLinks.
+    """
+    generated: dict[str, Any] = {
+        "Name": "bids-neurobolt",
+        "Version": __version__,
+        "Description": "EEG-to-fMRI synthesis from simultaneous EEG-fMRI (NeuroBOLT).",
+        "CodeURL": CODE_URL,
+    }
+    container = os.environ.get(CONTAINER_ENV)
+    if container:
+        kind, _, tag = container.partition(":")
+        generated["Container"] = {"Type": kind or "docker", "Tag": tag or container}
+    source: dict[str, Any] = {"URL": bids_dir.resolve().as_uri()}
+    if source_description.get("DatasetDOI"):
+        doi = str(source_description["DatasetDOI"])
+        source = {"DOI": doi, "URL": doi if doi.startswith("http") else f"https://doi.org/{doi}"}
+    if source_description.get("DatasetVersion") or source_description.get("Version"):
+        source["Version"] = str(source_description.get("DatasetVersion")
+                                or source_description.get("Version"))
+    description: dict[str, Any] = {
+        "Name": f"bids-neurobolt derivatives of {source_description.get('Name', bids_dir.name)}",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [generated],
+        "SourceDatasets": [source],
+        "DatasetLinks": {"raw": bids_dir.resolve().as_uri()},
+    }
+    if source_description.get("License"):
+        description["License"] = source_description["License"]
+    return description
+
+
+def write_dataset_files(output_dir: Path, bids_dir: Path, source_description: Mapping[str, Any],
+                        desc_labels: tuple[str, ...]) -> None:
+    """Write ``dataset_description.json``, ``.bidsignore`` and ``descriptions.tsv``.
+
+    ``descriptions.tsv`` keeps the labels already listed by earlier runs and adds
+    ``desc_labels``.
+    """
+    write_json(output_dir / "dataset_description.json",
+               dataset_description(bids_dir, source_description))
+    write_text(output_dir / ".bidsignore", "\n".join(BIDSIGNORE) + "\n")
+    path = output_dir / "descriptions.tsv"
+    known: dict[str, str] = {}
+    if path.is_file():
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            old = pd.read_csv(path, sep="\t", dtype=str)
+            known = dict(zip(old["desc_id"], old["description"], strict=True))
+    known.update({f"desc-{label}": DESCRIPTIONS[label] for label in desc_labels})
+    table = pd.DataFrame({"desc_id": list(known), "description": list(known.values())})
+    write_tsv(path, table.sort_values("desc_id", kind="stable"))
+
+
+def bids_uri(bids_dir: Path, path: Path) -> str:
+    """Return the BIDS URI (``bids:raw:<relative path>``) of an input file."""
+    return f"bids:raw:{path.resolve().relative_to(bids_dir.resolve()).as_posix()}"
+
+
+def _os_error(exc: OSError, path: Path) -> OutputError | IOFailure:
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(
+            f"cannot write here ({exc.strerror}).", path=path,
+            fix="Choose an output folder you can write to, or fix its permissions "
+            "(in a container, check that the output mount is not read-only).",
+        )
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return IOFailure(
+            f"no space left to write this file ({exc.strerror}).", path=path,
+            fix="Free disk space or quota, or choose another output folder, then run again: "
+            "finished outputs are kept and reused.",
+        )
+    return IOFailure(f"writing failed ({exc.strerror or exc}).", path=path,
+                     fix="Check the file system, then run again.")
+
+
+def _remove_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()

@@ -1,0 +1,374 @@
+"""The one place that sequences stages: participant and group levels.
+
+Participant level, for each selected EEG recording (a :class:`~bids_neurobolt.bids.layout.RunSpec`):
+
+``sync``
+    find the volume markers, check them against the BOLD run and write the
+    per-volume synchronisation table (``desc-sync_events.tsv``).
+
+The ``clean``, ``targets``, ``model`` and ``report`` stages are not part of this
+version; asking for them (or for their inputs) is an error that says so. A run whose
+outputs exist with the same science-configuration hash is skipped; ``--on-error
+continue`` processes every run and reports the failures at the end.
+
+Group level reads only the output folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bids_neurobolt import __version__
+from bids_neurobolt.bids import validation
+from bids_neurobolt.bids.eeg_io import read_header
+from bids_neurobolt.bids.fmri_io import read_bold_info
+from bids_neurobolt.bids.layout import RunSpec, discover_runs, load_layout
+from bids_neurobolt.bids.sync import SyncResult, synchronise
+from bids_neurobolt.config import STEPS, Config
+from bids_neurobolt.derivatives import naming, writer
+from bids_neurobolt.errors import (
+    ConfigError,
+    MissingInputError,
+    NeuroboltError,
+    OutputError,
+    RunsFailedError,
+    StageNotAvailableError,
+)
+from bids_neurobolt.log import log_file, timed
+
+logger = logging.getLogger(__name__)
+
+#: Stages this version provides.
+AVAILABLE_STEPS: tuple[str, ...] = ("sync",)
+
+#: Options that feed a stage this version does not provide yet: (attribute, flag, stage).
+_STAGE_INPUTS: tuple[tuple[str, str, str], ...] = (
+    ("fmriprep_dir", "--fmriprep-dir", "targets"),
+    ("targets_dir", "--targets-dir", "targets"),
+    ("model", "--model", "model"),
+    ("pretrained", "--pretrained", "model"),
+)
+
+
+@dataclass
+class RunOutcome:
+    """What happened to one run."""
+
+    spec: RunSpec
+    status: str  # "done", "skipped", "eeg-only" or "failed"
+    detail: str = ""
+    outputs: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class Summary:
+    """What an invocation did."""
+
+    run_id: str
+    outcomes: list[RunOutcome] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        """Return the number of runs with this status."""
+        return sum(o.status == status for o in self.outcomes)
+
+
+def participant(config: Config) -> Summary:
+    """Run the participant level.
+
+    Parameters
+    ----------
+    config : Config
+        The invocation's configuration.
+
+    Returns
+    -------
+    Summary
+        One outcome per run.
+
+    Raises
+    ------
+    NeuroboltError
+        The first failure under ``--on-error abort``; :class:`RunsFailedError` listing
+        every failure under ``--on-error continue``.
+    """
+    steps = resolve_steps(config)
+    bids_dir, output_dir, work_dir = check_locations(config)
+    run_id = new_run_id()
+    _make_dir(output_dir)
+    summary = Summary(run_id=run_id)
+    with log_file(output_dir / "logs" / f"bids-neurobolt-{run_id}.log"):
+        logger.info("bids-neurobolt %s, participant level, run %s", __version__, run_id)
+        logger.info("input: %s | output: %s | work: %s", bids_dir, output_dir, work_dir)
+        writer.write_text(output_dir / "logs" / f"config-{run_id}.toml", config.to_toml())
+        db_dir = work_dir / run_id / "bids_db"
+        try:
+            with timed(logger, "input indexed"):
+                layout = load_layout(bids_dir, db_dir)
+                runs = discover_runs(layout, config.selection)
+            if config.execution.skip_bids_validation:
+                logger.info("BIDS validation skipped (--skip-bids-validation).")
+            else:
+                with timed(logger, "input validated with bids-validator-deno"):
+                    errors = validation.validate_dataset(
+                        bids_dir, sorted({r.subject for r in runs})
+                    )
+                validation.raise_for_errors(bids_dir, errors)
+            n_bold = sum(r.bold is not None for r in runs)
+            logger.info("%d EEG recording(s) selected: %d with BOLD, %d EEG-only.",
+                        len(runs), n_bold, len(runs) - n_bold)
+            writer.write_dataset_files(output_dir, bids_dir, _description(layout),
+                                       tuple(s for s in steps if s in naming.DESCRIPTIONS))
+            for spec in runs:
+                summary.outcomes.append(
+                    _run_one(spec, layout, config, output_dir, bids_dir, steps)
+                )
+        finally:
+            shutil.rmtree(work_dir / run_id, ignore_errors=True)
+        _report(summary)
+    return summary
+
+
+def group(config: Config) -> Summary:
+    """Run the group level (reads only the output folder).
+
+    This version has no group-level stage yet (the inter-subject NeuroBOLT model comes
+    with the ``model`` stage): the group level checks that participant-level results
+    exist and says that there is nothing to aggregate.
+
+    Raises
+    ------
+    MissingInputError
+        If the output folder holds no participant-level results.
+    """
+    output_dir = config.execution.output_dir
+    tables = sorted(output_dir.glob("sub-*/**/*_desc-sync_events.tsv")) if output_dir.is_dir() \
+        else []
+    if not tables:
+        raise MissingInputError(
+            "holds no participant-level results.", path=output_dir,
+            fix="Run the participant level into this folder first: "
+            "bids-neurobolt BIDS_DIR OUTPUT_DIR participant.",
+        )
+    subjects = sorted({p.name.split("_")[0] for p in tables})
+    logger.warning(
+        "group level: nothing to aggregate in bids-neurobolt %s. The group level trains and "
+        "evaluates the inter-subject NeuroBOLT model, and the model stage is not part of this "
+        "version yet. Participant-level results in %s: %d run(s) of %d participant(s) (%s).",
+        __version__, output_dir, len(tables), len(subjects), ", ".join(subjects[:10]),
+    )
+    return Summary(run_id=new_run_id())
+
+
+def resolve_steps(config: Config) -> tuple[str, ...]:
+    """Return the stages to run, refusing those this version does not provide.
+
+    Raises
+    ------
+    StageNotAvailableError
+        If ``--steps`` names an unavailable stage, or an option feeds one.
+    """
+    requested = config.execution.steps or AVAILABLE_STEPS
+    missing = [s for s in requested if s not in AVAILABLE_STEPS]
+    if missing:
+        raise StageNotAvailableError(
+            f"the stage(s) {', '.join(missing)} are not part of bids-neurobolt {__version__} "
+            f"yet; this version provides: {', '.join(AVAILABLE_STEPS)}.",
+            fix=f"Run with --steps {','.join(AVAILABLE_STEPS)} (the default).",
+        )
+    for attr, flag, stage in _STAGE_INPUTS:
+        if getattr(config.inputs, attr) is not None:
+            _unavailable_input(flag, stage)
+    if config.science.atlas is not None:
+        _unavailable_input("--atlas", "targets")
+    if config.science.rois:
+        _unavailable_input("--rois", "targets")
+    return tuple(s for s in STEPS if s in requested)
+
+
+def check_locations(config: Config) -> tuple[Path, Path, Path]:
+    """Resolve the input, output and work folders and enforce the house rules.
+
+    The output may not be the input dataset nor lie inside it, except under its
+    ``derivatives/`` folder; the work folder may not lie inside the input dataset.
+
+    Returns
+    -------
+    tuple of Path
+        ``(bids_dir, output_dir, work_dir)``, absolute.
+
+    Raises
+    ------
+    MissingInputError
+        If the input dataset folder does not exist.
+    ConfigError
+        If the output or work folder breaks the rules above.
+    """
+    bids_dir = config.inputs.bids_dir.expanduser().resolve()
+    if not bids_dir.is_dir():
+        raise MissingInputError(
+            "the BIDS dataset folder does not exist.", path=config.inputs.bids_dir,
+            fix="Check the path; in a container, check the -v/-B mount of the dataset.",
+        )
+    output_dir = config.execution.output_dir.expanduser().resolve()
+    work_dir = (config.execution.work_dir or Path.cwd() / "work").expanduser().resolve()
+    if output_dir == bids_dir:
+        raise ConfigError(
+            "the output folder is the input dataset; bids-neurobolt never writes into its input.",
+            path=output_dir,
+            fix=f"Use e.g. {bids_dir / 'derivatives' / 'bids-neurobolt'} as OUTPUT_DIR.",
+        )
+    if output_dir.is_relative_to(bids_dir) and not output_dir.is_relative_to(
+        bids_dir / "derivatives"
+    ):
+        raise ConfigError(
+            "the output folder lies inside the input dataset.", path=output_dir,
+            fix=f"Write outside the dataset, or under {bids_dir / 'derivatives'}.",
+        )
+    if work_dir.is_relative_to(bids_dir):
+        raise ConfigError(
+            "the work folder lies inside the input dataset.", path=work_dir,
+            fix="Pass -w/--work-dir with a folder outside the dataset (e.g. on scratch).",
+        )
+    return bids_dir, output_dir, work_dir
+
+
+def new_run_id() -> str:
+    """Return a unique, sortable identifier for one invocation."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+# --------------------------------------------------------------------------- per run
+
+
+def _run_one(spec: RunSpec, layout: Any, config: Config, output_dir: Path, bids_dir: Path,
+             steps: Iterable[str]) -> RunOutcome:
+    try:
+        outcome = RunOutcome(spec, "done")
+        if "sync" in steps:
+            outcome = _sync_stage(spec, layout, config, output_dir, bids_dir)
+        return outcome
+    except NeuroboltError as exc:
+        if config.execution.on_error == "abort":
+            raise
+        logger.error("%s failed: %s", spec.label, exc.message)
+        return RunOutcome(spec, "failed", exc.message)
+
+
+def _sync_stage(spec: RunSpec, layout: Any, config: Config, output_dir: Path,
+                bids_dir: Path) -> RunOutcome:
+    table_path = naming.sync_table_path(output_dir, spec.entities)
+    sidecar = naming.sidecar_path(table_path)
+    digest = config.science.digest()
+    if _up_to_date(table_path, sidecar, digest):
+        logger.info("%s: sync table up to date, skipped.", spec.label)
+        return RunOutcome(spec, "skipped", outputs=[table_path, sidecar])
+    with timed(logger, f"{spec.label}: sync"):
+        header = read_header(spec)
+        bold = None
+        if spec.bold is not None:
+            bold = read_bold_info(spec.bold, layout.get_metadata(str(spec.bold)))
+        result = synchronise(header, bold, config.science.sync)
+        if result is None:
+            return RunOutcome(spec, "eeg-only", "no volume markers")
+        writer.write_tsv(table_path, result.to_events())
+        writer.write_json(sidecar, _sync_sidecar(result, spec, config, bids_dir))
+    logger.debug("%s: %d volumes aligned (marker '%s' from the %s), TR %.4f s.",
+                 spec.label, result.n_volumes, result.marker, result.marker_source,
+                 result.measured_tr)
+    return RunOutcome(spec, "done", outputs=[table_path, sidecar])
+
+
+def _sync_sidecar(result: SyncResult, spec: RunSpec, config: Config,
+                  bids_dir: Path) -> dict[str, Any]:
+    sources = [writer.bids_uri(bids_dir, spec.eeg)]
+    if spec.bold is not None:
+        sources.append(writer.bids_uri(bids_dir, spec.bold))
+    sync = config.science.sync
+    return {
+        "Description": naming.DESCRIPTIONS["sync"],
+        "onset": {"Description": "Marker time from the first EEG sample.", "Units": "s"},
+        "duration": {"Description": "Zero: markers are instants.", "Units": "s"},
+        "trial_type": {
+            "Description": "Kind of scanner marker.",
+            "Levels": {"volume": "start of a BOLD volume", "slice": "start of a slice"},
+        },
+        "sample": {"Description": "Zero-based EEG sample index at the native sampling rate."},
+        "volume": {"Description": "Zero-based index of the BOLD volume (4th NIfTI axis)."},
+        "slice": {"Description": "Rank of the slice marker within its volume, from 0."},
+        **result.describe(),
+        "Sources": sources,
+        "Parameters": {
+            "VolumeMarkerNames": list(sync.volume_markers),
+            "SliceMarkerNames": list(sync.slice_markers),
+            "SkipMarkers": sync.skip_markers,
+            "ToleranceSamples": sync.tolerance_samples,
+            "ToleranceFraction": sync.tolerance_fraction,
+        },
+        "RandomSeed": config.science.random_seed,
+        "ScienceHash": config.science.digest(),
+        "SoftwareVersion": f"bids-neurobolt {__version__}",
+    }
+
+
+def _up_to_date(table: Path, sidecar: Path, digest: str) -> bool:
+    if not (table.is_file() and sidecar.is_file()):
+        return False
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return meta.get("ScienceHash") == digest
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _report(summary: Summary) -> None:
+    done, skipped = summary.count("done"), summary.count("skipped")
+    eeg_only, failed = summary.count("eeg-only"), summary.count("failed")
+    logger.info("finished: %d run(s) synchronised, %d up to date, %d EEG-only without "
+                "markers, %d failed.", done, skipped, eeg_only, failed)
+    if failed:
+        lines = "; ".join(f"{o.spec.label}: {o.detail}" for o in summary.outcomes
+                          if o.status == "failed")
+        raise RunsFailedError(f"{failed} of {len(summary.outcomes)} run(s) failed: {lines}",
+                              fix="Fix the inputs named above and run again; finished runs "
+                              "are reused.")
+
+
+def _description(layout: Any) -> dict[str, Any]:
+    path = Path(layout.root) / "dataset_description.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _unavailable_input(flag: str, stage: str) -> None:
+    raise StageNotAvailableError(
+        f"{flag} feeds the '{stage}' stage, which is not part of bids-neurobolt "
+        f"{__version__} yet.",
+        fix=f"Leave out {flag}; this version provides: {', '.join(AVAILABLE_STEPS)}.",
+    )
+
+
+def _make_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder ({exc.strerror}).", path=path,
+                          fix="Choose a folder you can write to.") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError("the output folder is not writable.", path=path,
+                          fix="Fix its permissions or choose another folder (in a container, "
+                          "check that the output mount is not read-only).")
