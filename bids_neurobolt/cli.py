@@ -37,12 +37,21 @@ logger = logging.getLogger("bids_neurobolt.cli")
 
 #: Options that take several values after one flag (``--participant-label 01 02``),
 #: as BIDS Apps and Boutiques write them.
-MULTI_VALUE_FLAGS: frozenset[str] = frozenset({
-    "--participant-label", "--participant_label",
-    "--session-label", "--session_label",
-    "--task", "--task-id", "--task_id", "--task-label",
-    "--rois", "--volume-marker", "--slice-marker",
-})
+MULTI_VALUE_FLAGS: frozenset[str] = frozenset(
+    {
+        "--participant-label",
+        "--participant_label",
+        "--session-label",
+        "--session_label",
+        "--task",
+        "--task-id",
+        "--task_id",
+        "--task-label",
+        "--rois",
+        "--volume-marker",
+        "--slice-marker",
+    }
+)
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -108,18 +117,30 @@ def _read_filter_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"cannot read the BIDS filter file ({exc.strerror}).", path=path,
-                          fix="Check the path given to --bids-filter-file.") from None
+        raise ConfigError(
+            f"cannot read the BIDS filter file ({exc.strerror}).",
+            path=path,
+            fix="Check the path given to --bids-filter-file.",
+        ) from None
     except ValueError as exc:
-        raise ConfigError(f"is not valid JSON ({exc}).", path=path,
-                          fix='Write it as JSON, e.g. {"eeg": {"acquisition": "hd"}}.') from None
+        raise ConfigError(
+            f"is not valid JSON ({exc}).",
+            path=path,
+            fix='Write it as JSON, e.g. {"eeg": {"acquisition": "hd"}}.',
+        ) from None
     if not isinstance(data, dict):
-        raise ConfigError("must hold a JSON object keyed by 'eeg' and/or 'bold'.", path=path,
-                          fix='Write it as {"eeg": {...}, "bold": {...}}.')
+        raise ConfigError(
+            "must hold a JSON object keyed by 'eeg' and/or 'bold'.",
+            path=path,
+            fix='Write it as {"eeg": {...}, "bold": {...}}.',
+        )
     for key, value in data.items():
         if not isinstance(value, dict):
-            raise ConfigError(f"the value of '{key}' must be an object of PyBIDS filters.",
-                              path=path, fix='e.g. {"bold": {"acquisition": "mb"}}.')
+            raise ConfigError(
+                f"the value of '{key}' must be an object of PyBIDS filters.",
+                path=path,
+                fix='e.g. {"bold": {"acquisition": "mb"}}.',
+            )
     return data
 
 
@@ -129,8 +150,9 @@ def _split_steps(value: str | None) -> tuple[str, ...]:
     steps = tuple(s.strip() for s in value.split(",") if s.strip())
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
-        raise ConfigError(f"--steps: unknown stage(s) {', '.join(unknown)}; "
-                          f"stages are {', '.join(STEPS)}.")
+        raise ConfigError(
+            f"--steps: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STEPS)}."
+        )
     return steps
 
 
@@ -146,8 +168,9 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
     def given(name: str) -> bool:
         return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
 
-    def put(section: str, key: str, value: Any, *, name: str | None = None,
-            always: bool = False) -> None:
+    def put(
+        section: str, key: str, value: Any, *, name: str | None = None, always: bool = False
+    ) -> None:
         if always or given(name or key):
             parts = section.split(".")
             target = data
@@ -158,8 +181,12 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
     put("inputs", "bids_dir", str(params["bids_dir"]), always=True)
     put("execution", "output_dir", str(params["output_dir"]), always=True)
     put("execution", "analysis_level", params["analysis_level"], always=True)
-    put("execution", "command_line",
-        ["bids-neurobolt", *ctx.meta.get("bids_neurobolt.argv", [])], always=True)
+    put(
+        "execution",
+        "command_line",
+        ["bids-neurobolt", *ctx.meta.get("bids_neurobolt.argv", [])],
+        always=True,
+    )
     for key in ("fmriprep_dir", "targets_dir", "model", "pretrained"):
         if params[key] is not None:
             put("inputs", key, str(params[key]))
@@ -167,8 +194,12 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
     put("selection", "session_label", _labels(params["session_label"]))
     put("selection", "task", params["task"])
     if params["bids_filter_file"] is not None:
-        put("selection", "bids_filters", _read_filter_file(params["bids_filter_file"]),
-            name="bids_filter_file")
+        put(
+            "selection",
+            "bids_filters",
+            _read_filter_file(params["bids_filter_file"]),
+            name="bids_filter_file",
+        )
     put("science", "atlas", params["atlas"])
     put("science", "rois", params["rois"])
     put("science", "random_seed", params["random_seed"])
@@ -183,8 +214,12 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
     put("execution", "device", params["device"])
     put("execution", "on_error", params["on_error"])
     put("execution", "skip_bids_validation", params["skip_bids_validation"])
-    put("execution", "verbosity", params["verbose"] - params["quiet"],
-        always=given("verbose") or given("quiet"))
+    put(
+        "execution",
+        "verbosity",
+        params["verbose"] - params["quiet"],
+        always=given("verbose") or given("quiet"),
+    )
     return Config.from_mapping(data)
 
 
@@ -196,64 +231,155 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
 @click.argument("bids_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.argument("output_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.argument("analysis_level", metavar="{participant,group}")
-@click.option("--participant-label", "--participant_label", "participant_label", multiple=True,
-              metavar="LABEL...",
-              help="Subjects to process, with or without 'sub-' (several values after one "
-              "flag, or a file with one label per line). Default: all.")
-@click.option("--session-label", "--session_label", "session_label", multiple=True,
-              metavar="LABEL...", help="Sessions to process, with or without 'ses-'.")
-@click.option("--task", "--task-id", "--task_id", "--task-label", "task", multiple=True,
-              metavar="LABEL...", help="Tasks to process.")
-@click.option("--bids-filter-file", type=click.Path(path_type=Path, dir_okay=False),
-              help='JSON file of PyBIDS filters: {"eeg": {...}, "bold": {...}}; null '
-              'means "entity absent", "*" means "any value".')
-@click.option("--fmriprep-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="fMRIPrep derivatives for the ROI targets ('targets' stage).")
-@click.option("--targets-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Precomputed ROI *_timeseries.tsv tables ('targets' stage).")
-@click.option("--atlas", help="Atlas registry name, or a NIfTI path with a labels TSV "
-              "('targets' stage).")
-@click.option("--rois", multiple=True, metavar="NAME...",
-              help="ROI names or the preset 'paper' ('targets' stage). Default: all.")
-@click.option("--volume-marker", "volume_marker", multiple=True, metavar="NAME...",
-              help="Name(s) of the scanner's volume marker, e.g. 'R128' or "
-              "'Response/R128'. Default: R128, S128, TR, Scanner/Scan Start and their "
-              "BrainVision forms.")
-@click.option("--slice-marker", "slice_marker", multiple=True, metavar="NAME...",
-              help="Name(s) of the slice marker. Default: Scanner/s, Slice.")
-@click.option("--skip-markers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Ignore this many leading volume markers (dummy scans the scanner "
-              "triggered but did not save in the BOLD file).")
-@click.option("--model", type=click.Path(path_type=Path),
-              help="Apply this trained NeuroBOLT model ('model' stage).")
-@click.option("--pretrained", type=click.Path(path_type=Path, dir_okay=False),
-              help="LaBraM weights to start training from ('model' stage).")
-@click.option("--steps", metavar="LIST",
-              help=f"Comma-separated stages to run, among {','.join(STEPS)}. "
-              "Default: every stage this version provides.")
-@click.option("-w", "--work-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Scratch folder (PyBIDS index, caches). Default: ./work.")
-@click.option("--nprocs", "--nthreads", "--n-cpus", "nprocs", type=click.IntRange(min=1),
-              default=1, show_default=True, help="Maximum CPU threads/processes.")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
-              help="Where the model runs. For a GPU in a container, start it with "
-              "'docker run --gpus all' or 'apptainer run --nv'.")
-@click.option("--random-seed", type=click.IntRange(min=0, max=2**32 - 1), default=0,
-              show_default=True, help="Seed of every random number generator.")
-@click.option("--config-file", type=click.Path(path_type=Path, dir_okay=False),
-              help="TOML configuration (e.g. a snapshot from logs/); options given on the "
-              "command line win.")
-@click.option("--on-error", type=click.Choice(ON_ERROR), default="abort", show_default=True,
-              help="Stop at the first failed run, or process the others and exit 1 with a "
-              "list of failures.")
-@click.option("--skip-bids-validation", "--skip_bids_validation", "--skip_bids_validator",
-              "skip_bids_validation", is_flag=True,
-              help="Do not validate the input dataset with bids-validator-deno.")
+@click.option(
+    "--participant-label",
+    "--participant_label",
+    "participant_label",
+    multiple=True,
+    metavar="LABEL...",
+    help="Subjects to process, with or without 'sub-' (several values after one "
+    "flag, or a file with one label per line). Default: all.",
+)
+@click.option(
+    "--session-label",
+    "--session_label",
+    "session_label",
+    multiple=True,
+    metavar="LABEL...",
+    help="Sessions to process, with or without 'ses-'.",
+)
+@click.option(
+    "--task",
+    "--task-id",
+    "--task_id",
+    "--task-label",
+    "task",
+    multiple=True,
+    metavar="LABEL...",
+    help="Tasks to process.",
+)
+@click.option(
+    "--bids-filter-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help='JSON file of PyBIDS filters: {"eeg": {...}, "bold": {...}}; null '
+    'means "entity absent", "*" means "any value".',
+)
+@click.option(
+    "--fmriprep-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="fMRIPrep derivatives for the ROI targets ('targets' stage).",
+)
+@click.option(
+    "--targets-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Precomputed ROI *_timeseries.tsv tables ('targets' stage).",
+)
+@click.option(
+    "--atlas", help="Atlas registry name, or a NIfTI path with a labels TSV ('targets' stage)."
+)
+@click.option(
+    "--rois",
+    multiple=True,
+    metavar="NAME...",
+    help="ROI names or the preset 'paper' ('targets' stage). Default: all.",
+)
+@click.option(
+    "--volume-marker",
+    "volume_marker",
+    multiple=True,
+    metavar="NAME...",
+    help="Name(s) of the scanner's volume marker, e.g. 'R128' or "
+    "'Response/R128'. Default: R128, S128, TR, Scanner/Scan Start and their "
+    "BrainVision forms.",
+)
+@click.option(
+    "--slice-marker",
+    "slice_marker",
+    multiple=True,
+    metavar="NAME...",
+    help="Name(s) of the slice marker. Default: Scanner/s, Slice.",
+)
+@click.option(
+    "--skip-markers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Ignore this many leading volume markers (dummy scans the scanner "
+    "triggered but did not save in the BOLD file).",
+)
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    help="Apply this trained NeuroBOLT model ('model' stage).",
+)
+@click.option(
+    "--pretrained",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="LaBraM weights to start training from ('model' stage).",
+)
+@click.option(
+    "--steps",
+    metavar="LIST",
+    help=f"Comma-separated stages to run, among {','.join(STEPS)}. "
+    "Default: every stage this version provides.",
+)
+@click.option(
+    "-w",
+    "--work-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Scratch folder (PyBIDS index, caches). Default: ./work.",
+)
+@click.option(
+    "--nprocs",
+    "--nthreads",
+    "--n-cpus",
+    "nprocs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Maximum CPU threads/processes.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    default="auto",
+    show_default=True,
+    help="Where the model runs. For a GPU in a container, start it with "
+    "'docker run --gpus all' or 'apptainer run --nv'.",
+)
+@click.option(
+    "--random-seed",
+    type=click.IntRange(min=0, max=2**32 - 1),
+    default=0,
+    show_default=True,
+    help="Seed of every random number generator.",
+)
+@click.option(
+    "--config-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML configuration (e.g. a snapshot from logs/); options given on the command line win.",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(ON_ERROR),
+    default="abort",
+    show_default=True,
+    help="Stop at the first failed run, or process the others and exit 1 with a list of failures.",
+)
+@click.option(
+    "--skip-bids-validation",
+    "--skip_bids_validation",
+    "--skip_bids_validator",
+    "skip_bids_validation",
+    is_flag=True,
+    help="Do not validate the input dataset with bids-validator-deno.",
+)
 @click.option("--sloppy", is_flag=True, help="Tiny model and few epochs: for tests only.")
 @click.option("-v", "--verbose", count=True, help="More detail (repeatable).")
 @click.option("-q", "--quiet", count=True, help="Less output: -q warnings, -qq errors only.")
-@click.version_option(__version__, "--version", prog_name="bids-neurobolt",
-                      message="%(prog)s %(version)s")
+@click.version_option(
+    __version__, "--version", prog_name="bids-neurobolt", message="%(prog)s %(version)s"
+)
 @click.pass_context
 def cli(ctx: click.Context, **params: Any) -> None:
     """Synthesise fMRI from EEG: a BIDS App for simultaneous EEG-fMRI (NeuroBOLT).

@@ -87,9 +87,7 @@ class SyncConfig:
         if not self.volume_markers:
             raise ConfigError("sync.volume_markers must name at least one marker.")
         if self.skip_markers < 0:
-            raise ConfigError(
-                f"sync.skip_markers must be >= 0. Got {self.skip_markers!r}."
-            )
+            raise ConfigError(f"sync.skip_markers must be >= 0. Got {self.skip_markers!r}.")
         if self.tolerance_samples < 0 or not 0 <= self.tolerance_fraction < 0.5:
             raise ConfigError(
                 "sync.tolerance_samples must be >= 0 and sync.tolerance_fraction in [0, 0.5). "
@@ -123,9 +121,7 @@ class ScienceConfig:
 
     def __post_init__(self) -> None:
         if self.random_seed < 0 or self.random_seed >= 2**32:
-            raise ConfigError(
-                f"random_seed must be in [0, 2**32). Got {self.random_seed!r}."
-            )
+            raise ConfigError(f"random_seed must be in [0, 2**32). Got {self.random_seed!r}.")
 
     def digest(self) -> str:
         """Return a short, stable hash of these settings.
@@ -162,16 +158,18 @@ class Selection:
     bids_filters: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name, prefix in (("participant_label", "sub-"), ("session_label", "ses-"),
-                             ("task", "task-")):
-            labels = tuple(normalise_label(v, prefix, option=name)
-                           for v in getattr(self, name))
+        for name, prefix in (
+            ("participant_label", "sub-"),
+            ("session_label", "ses-"),
+            ("task", "task-"),
+        ):
+            labels = tuple(normalise_label(v, prefix, option=name) for v in getattr(self, name))
             object.__setattr__(self, name, tuple(dict.fromkeys(labels)))
         unknown = set(self.bids_filters) - {"eeg", "bold"}
         if unknown:
             raise ConfigError(
                 f"bids_filters may only have the keys 'eeg' and 'bold'. Got {sorted(unknown)}.",
-                fix="Write the filter file as {\"eeg\": {...}, \"bold\": {...}}.",
+                fix='Write the filter file as {"eeg": {...}, "bold": {...}}.',
             )
 
 
@@ -336,8 +334,7 @@ def normalise_label(value: str, prefix: str, *, option: str = "label") -> str:
     label = str(value).strip().removeprefix(prefix)
     if not _LABEL_RE.match(label):
         raise ConfigError(
-            f"{option} {value!r} is not a valid BIDS label: labels hold only letters and "
-            "digits.",
+            f"{option} {value!r} is not a valid BIDS label: labels hold only letters and digits.",
             fix=f"Pass the label as it appears after '{prefix}' in the file names, "
             f"e.g. '{prefix}01' or '01'.",
         )
@@ -366,13 +363,19 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read the configuration file ({exc.strerror}).",
-                          path=path, fix="Check the path given to --config-file.") from None
+        raise ConfigError(
+            f"cannot read the configuration file ({exc.strerror}).",
+            path=path,
+            fix="Check the path given to --config-file.",
+        ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"is not valid TOML: {exc}.", path=path,
-                          fix="Fix the syntax, or start from a snapshot under logs/.") from None
+        raise ConfigError(
+            f"is not valid TOML: {exc}.",
+            path=path,
+            fix="Fix the syntax, or start from a snapshot under logs/.",
+        ) from None
 
 
 def dump_toml(data: Mapping[str, Any]) -> str:

@@ -76,8 +76,9 @@ def log_file(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8", delay=True)
     handler.setLevel(logging.DEBUG)
-    handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(name)s | "
-                                           "%(message)s"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s | %(levelname)-7s | %(name)s | %(message)s")
+    )
     targets = [logging.getLogger(LOGGER_NAME), logging.getLogger("py.warnings")]
     for target in targets:
         target.addHandler(handler)

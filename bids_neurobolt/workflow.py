@@ -123,14 +123,20 @@ def participant(config: Config) -> Summary:
                     )
                 validation.raise_for_errors(bids_dir, errors)
             n_bold = sum(r.bold is not None for r in runs)
-            logger.info("%d EEG recording(s) selected: %d with BOLD, %d EEG-only.",
-                        len(runs), n_bold, len(runs) - n_bold)
-            writer.write_dataset_files(output_dir, bids_dir, _description(layout),
-                                       tuple(s for s in steps if s in naming.DESCRIPTIONS))
+            logger.info(
+                "%d EEG recording(s) selected: %d with BOLD, %d EEG-only.",
+                len(runs),
+                n_bold,
+                len(runs) - n_bold,
+            )
+            writer.write_dataset_files(
+                output_dir,
+                bids_dir,
+                _description(layout),
+                tuple(s for s in steps if s in naming.DESCRIPTIONS),
+            )
             for spec in runs:
-                summary.outcomes.append(
-                    _run_one(spec, layout, config, output_dir, bids_dir, steps)
-                )
+                summary.outcomes.append(_run_one(spec, layout, config, output_dir, bids_dir, steps))
         finally:
             shutil.rmtree(work_dir / run_id, ignore_errors=True)
         _report(summary)
@@ -150,11 +156,13 @@ def group(config: Config) -> Summary:
         If the output folder holds no participant-level results.
     """
     output_dir = config.execution.output_dir
-    tables = sorted(output_dir.glob("sub-*/**/*_desc-sync_events.tsv")) if output_dir.is_dir() \
-        else []
+    tables = (
+        sorted(output_dir.glob("sub-*/**/*_desc-sync_events.tsv")) if output_dir.is_dir() else []
+    )
     if not tables:
         raise MissingInputError(
-            "holds no participant-level results.", path=output_dir,
+            "holds no participant-level results.",
+            path=output_dir,
             fix="Run the participant level into this folder first: "
             "bids-neurobolt BIDS_DIR OUTPUT_DIR participant.",
         )
@@ -163,7 +171,11 @@ def group(config: Config) -> Summary:
         "group level: nothing to aggregate in bids-neurobolt %s. The group level trains and "
         "evaluates the inter-subject NeuroBOLT model, and the model stage is not part of this "
         "version yet. Participant-level results in %s: %d run(s) of %d participant(s) (%s).",
-        __version__, output_dir, len(tables), len(subjects), ", ".join(subjects[:10]),
+        __version__,
+        output_dir,
+        len(tables),
+        len(subjects),
+        ", ".join(subjects[:10]),
     )
     return Summary(run_id=new_run_id())
 
@@ -215,7 +227,8 @@ def check_locations(config: Config) -> tuple[Path, Path, Path]:
     bids_dir = config.inputs.bids_dir.expanduser().resolve()
     if not bids_dir.is_dir():
         raise MissingInputError(
-            "the BIDS dataset folder does not exist.", path=config.inputs.bids_dir,
+            "the BIDS dataset folder does not exist.",
+            path=config.inputs.bids_dir,
             fix="Check the path; in a container, check the -v/-B mount of the dataset.",
         )
     output_dir = config.execution.output_dir.expanduser().resolve()
@@ -230,12 +243,14 @@ def check_locations(config: Config) -> tuple[Path, Path, Path]:
         bids_dir / "derivatives"
     ):
         raise ConfigError(
-            "the output folder lies inside the input dataset.", path=output_dir,
+            "the output folder lies inside the input dataset.",
+            path=output_dir,
             fix=f"Write outside the dataset, or under {bids_dir / 'derivatives'}.",
         )
     if work_dir.is_relative_to(bids_dir):
         raise ConfigError(
-            "the work folder lies inside the input dataset.", path=work_dir,
+            "the work folder lies inside the input dataset.",
+            path=work_dir,
             fix="Pass -w/--work-dir with a folder outside the dataset (e.g. on scratch).",
         )
     return bids_dir, output_dir, work_dir
@@ -250,8 +265,14 @@ def new_run_id() -> str:
 # --------------------------------------------------------------------------- per run
 
 
-def _run_one(spec: RunSpec, layout: Any, config: Config, output_dir: Path, bids_dir: Path,
-             steps: Iterable[str]) -> RunOutcome:
+def _run_one(
+    spec: RunSpec,
+    layout: Any,
+    config: Config,
+    output_dir: Path,
+    bids_dir: Path,
+    steps: Iterable[str],
+) -> RunOutcome:
     try:
         outcome = RunOutcome(spec, "done")
         if "sync" in steps:
@@ -264,8 +285,9 @@ def _run_one(spec: RunSpec, layout: Any, config: Config, output_dir: Path, bids_
         return RunOutcome(spec, "failed", exc.message)
 
 
-def _sync_stage(spec: RunSpec, layout: Any, config: Config, output_dir: Path,
-                bids_dir: Path) -> RunOutcome:
+def _sync_stage(
+    spec: RunSpec, layout: Any, config: Config, output_dir: Path, bids_dir: Path
+) -> RunOutcome:
     table_path = naming.sync_table_path(output_dir, spec.entities)
     sidecar = naming.sidecar_path(table_path)
     digest = config.science.digest()
@@ -282,14 +304,20 @@ def _sync_stage(spec: RunSpec, layout: Any, config: Config, output_dir: Path,
             return RunOutcome(spec, "eeg-only", "no volume markers")
         writer.write_tsv(table_path, result.to_events())
         writer.write_json(sidecar, _sync_sidecar(result, spec, config, bids_dir))
-    logger.debug("%s: %d volumes aligned (marker '%s' from the %s), TR %.4f s.",
-                 spec.label, result.n_volumes, result.marker, result.marker_source,
-                 result.measured_tr)
+    logger.debug(
+        "%s: %d volumes aligned (marker '%s' from the %s), TR %.4f s.",
+        spec.label,
+        result.n_volumes,
+        result.marker,
+        result.marker_source,
+        result.measured_tr,
+    )
     return RunOutcome(spec, "done", outputs=[table_path, sidecar])
 
 
-def _sync_sidecar(result: SyncResult, spec: RunSpec, config: Config,
-                  bids_dir: Path) -> dict[str, Any]:
+def _sync_sidecar(
+    result: SyncResult, spec: RunSpec, config: Config, bids_dir: Path
+) -> dict[str, Any]:
     sources = [writer.bids_uri(bids_dir, spec.eeg)]
     if spec.bold is not None:
         sources.append(writer.bids_uri(bids_dir, spec.bold))
@@ -336,14 +364,21 @@ def _up_to_date(table: Path, sidecar: Path, digest: str) -> bool:
 def _report(summary: Summary) -> None:
     done, skipped = summary.count("done"), summary.count("skipped")
     eeg_only, failed = summary.count("eeg-only"), summary.count("failed")
-    logger.info("finished: %d run(s) synchronised, %d up to date, %d EEG-only without "
-                "markers, %d failed.", done, skipped, eeg_only, failed)
+    logger.info(
+        "finished: %d run(s) synchronised, %d up to date, %d EEG-only without markers, %d failed.",
+        done,
+        skipped,
+        eeg_only,
+        failed,
+    )
     if failed:
-        lines = "; ".join(f"{o.spec.label}: {o.detail}" for o in summary.outcomes
-                          if o.status == "failed")
-        raise RunsFailedError(f"{failed} of {len(summary.outcomes)} run(s) failed: {lines}",
-                              fix="Fix the inputs named above and run again; finished runs "
-                              "are reused.")
+        lines = "; ".join(
+            f"{o.spec.label}: {o.detail}" for o in summary.outcomes if o.status == "failed"
+        )
+        raise RunsFailedError(
+            f"{failed} of {len(summary.outcomes)} run(s) failed: {lines}",
+            fix="Fix the inputs named above and run again; finished runs are reused.",
+        )
 
 
 def _description(layout: Any) -> dict[str, Any]:
@@ -356,8 +391,7 @@ def _description(layout: Any) -> dict[str, Any]:
 
 def _unavailable_input(flag: str, stage: str) -> None:
     raise StageNotAvailableError(
-        f"{flag} feeds the '{stage}' stage, which is not part of bids-neurobolt "
-        f"{__version__} yet.",
+        f"{flag} feeds the '{stage}' stage, which is not part of bids-neurobolt {__version__} yet.",
         fix=f"Leave out {flag}; this version provides: {', '.join(AVAILABLE_STEPS)}.",
     )
 
@@ -366,9 +400,15 @@ def _make_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create the output folder ({exc.strerror}).", path=path,
-                          fix="Choose a folder you can write to.") from None
+        raise OutputError(
+            f"cannot create the output folder ({exc.strerror}).",
+            path=path,
+            fix="Choose a folder you can write to.",
+        ) from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise OutputError("the output folder is not writable.", path=path,
-                          fix="Fix its permissions or choose another folder (in a container, "
-                          "check that the output mount is not read-only).")
+        raise OutputError(
+            "the output folder is not writable.",
+            path=path,
+            fix="Fix its permissions or choose another folder (in a container, "
+            "check that the output mount is not read-only).",
+        )

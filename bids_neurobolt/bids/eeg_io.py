@@ -127,11 +127,20 @@ def open_raw(spec: RunSpec, *, preload: bool = False) -> Any:
         if missing is not None:
             check_file_present(missing)
         raise DataError(
-            f"MNE could not read this EEG file: {exc}", path=spec.eeg,
+            f"MNE could not read this EEG file: {exc}",
+            path=spec.eeg,
             fix="Check that the header and its data/marker files belong together.",
         ) from None
-    except (ValueError, RuntimeError, OSError, KeyError, IndexError, UnicodeDecodeError,
-            TypeError, AssertionError) as exc:
+    except (
+        ValueError,
+        RuntimeError,
+        OSError,
+        KeyError,
+        IndexError,
+        UnicodeDecodeError,
+        TypeError,
+        AssertionError,
+    ) as exc:
         raise DataError(
             f"MNE could not read this EEG file ({type(exc).__name__}: {exc}).",
             path=spec.eeg,
@@ -171,7 +180,8 @@ def read_header(spec: RunSpec) -> EEGHeader:
     )
     if header.n_samples < 2:
         raise DataError(
-            "holds no samples.", path=spec.eeg,
+            "holds no samples.",
+            path=spec.eeg,
             fix="The recording is empty; re-export it from the acquisition software.",
         )
     return header
@@ -198,8 +208,7 @@ def _markers_from_annotations(raw: Any, source: str) -> Markers:
     annotations = raw.annotations
     if len(annotations) == 0:
         return Markers(np.array([], dtype=object), np.array([], dtype=np.int64), source)
-    samples = raw.time_as_index(annotations.onset, use_rounding=True,
-                                origin=annotations.orig_time)
+    samples = raw.time_as_index(annotations.onset, use_rounding=True, origin=annotations.orig_time)
     samples = np.asarray(samples, dtype=np.int64) + 0
     keep = (samples >= 0) & (samples < raw.n_times)
     return Markers(

@@ -125,7 +125,7 @@ def _repetition_time(path: Path, metadata: dict[str, Any], zooms: tuple[float, .
         raise DataError(
             "has no RepetitionTime in its JSON sidecar (required by BIDS for BOLD).",
             path=path,
-            fix=f"Add \"RepetitionTime\": <seconds> to {_sidecar_of(path).name} or to an "
+            fix=f'Add "RepetitionTime": <seconds> to {_sidecar_of(path).name} or to an '
             "inherited task-<label>_bold.json.",
         )
     try:
@@ -141,7 +141,10 @@ def _repetition_time(path: Path, metadata: dict[str, Any], zooms: tuple[float, .
     if len(zooms) > 3 and zooms[3] > 0 and not np.isclose(zooms[3], tr, rtol=1e-3):
         logger.warning(
             "%s: the NIfTI header says TR=%.4g s but the sidecar says RepetitionTime=%.4g s; "
-            "using the sidecar (BIDS makes it authoritative).", path.name, zooms[3], tr,
+            "using the sidecar (BIDS makes it authoritative).",
+            path.name,
+            zooms[3],
+            tr,
         )
     return tr
 
@@ -150,4 +153,3 @@ def _sidecar_of(path: Path) -> Path:
     name = path.name
     stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else path.stem
     return path.with_name(stem + ".json")
-

@@ -71,8 +71,13 @@ class RunSpec:
     @property
     def label(self) -> str:
         """A short name for logs, e.g. ``sub-01_ses-1_task-rest_run-1``."""
-        keys = (("sub", self.subject), ("ses", self.session), ("task", self.task),
-                ("acq", self.acquisition), ("run", self.run))
+        keys = (
+            ("sub", self.subject),
+            ("ses", self.session),
+            ("task", self.task),
+            ("acq", self.acquisition),
+            ("run", self.run),
+        )
         return "_".join(f"{k}-{v}" for k, v in keys if v)
 
 
@@ -159,9 +164,11 @@ def discover_runs(layout: Any, selection: Selection) -> list[RunSpec]:
         "extension": list(EEG_EXTENSIONS),
         "return_type": "object",
     }
-    for key, values in (("subject", selection.participant_label),
-                        ("session", selection.session_label),
-                        ("task", selection.task)):
+    for key, values in (
+        ("subject", selection.participant_label),
+        ("session", selection.session_label),
+        ("task", selection.task),
+    ):
         if values:
             query[key] = list(values)
     query.update(_pybids_filters(eeg_filters, Query))
@@ -225,8 +232,11 @@ def _choose_bold(candidates: list[Any], eeg_path: Path) -> Path:
     echoes = [c.get_entities().get("echo") for c in candidates]
     if all(e is not None for e in echoes) and len({str(e) for e in echoes}) == len(echoes):
         first = min(candidates, key=lambda c: int(c.get_entities()["echo"]))
-        logger.info("%s: multi-echo BOLD, using echo %s for the volume count and timing.",
-                    eeg_path.name, first.get_entities()["echo"])
+        logger.info(
+            "%s: multi-echo BOLD, using echo %s for the volume count and timing.",
+            eeg_path.name,
+            first.get_entities()["echo"],
+        )
         return Path(first.path)
     names = ", ".join(sorted(Path(c.path).name for c in candidates))
     raise DataError(
@@ -237,9 +247,11 @@ def _choose_bold(candidates: list[Any], eeg_path: Path) -> Path:
 
 
 def _check_labels_exist(layout: Any, selection: Selection) -> None:
-    for key, values, prefix in (("subject", selection.participant_label, "sub-"),
-                                ("session", selection.session_label, "ses-"),
-                                ("task", selection.task, "task-")):
+    for key, values, prefix in (
+        ("subject", selection.participant_label, "sub-"),
+        ("session", selection.session_label, "ses-"),
+        ("task", selection.task, "task-"),
+    ):
         if not values:
             continue
         available = sorted(str(v) for v in layout.get(return_type="id", target=key))
@@ -268,9 +280,15 @@ def _pybids_filters(filters: Mapping[str, Any], query_cls: Any) -> dict[str, Any
 
 
 def _describe(selection: Selection) -> str:
-    parts = [f"{k}={list(v)}" for k, v in (("participant", selection.participant_label),
-                                           ("session", selection.session_label),
-                                           ("task", selection.task)) if v]
+    parts = [
+        f"{k}={list(v)}"
+        for k, v in (
+            ("participant", selection.participant_label),
+            ("session", selection.session_label),
+            ("task", selection.task),
+        )
+        if v
+    ]
     if selection.bids_filters:
         parts.append(f"filters={dict(selection.bids_filters)}")
     return "(" + ", ".join(parts) + ")" if parts else "(everything)"

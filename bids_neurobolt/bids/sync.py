@@ -109,24 +109,31 @@ class SyncResult:
         ``volume`` (zero-based BOLD volume index) and ``slice`` (rank of the slice
         marker within its volume; ``n/a`` on volume rows).
         """
-        volumes = pd.DataFrame({
-            "sample": self.volume_samples,
-            "trial_type": "volume",
-            "volume": np.arange(self.n_volumes),
-            "slice": pd.array([pd.NA] * self.n_volumes, dtype="Int64"),
-        })
+        volumes = pd.DataFrame(
+            {
+                "sample": self.volume_samples,
+                "trial_type": "volume",
+                "volume": np.arange(self.n_volumes),
+                "slice": pd.array([pd.NA] * self.n_volumes, dtype="Int64"),
+            }
+        )
         frames = [volumes]
         if len(self.slice_samples):
             rank = _rank_within(self.slice_volume)
-            frames.append(pd.DataFrame({
-                "sample": self.slice_samples,
-                "trial_type": "slice",
-                "volume": self.slice_volume,
-                "slice": pd.array(rank, dtype="Int64"),
-            }))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "sample": self.slice_samples,
+                        "trial_type": "slice",
+                        "volume": self.slice_volume,
+                        "slice": pd.array(rank, dtype="Int64"),
+                    }
+                )
+            )
         table = pd.concat(frames, ignore_index=True)
-        table = table.sort_values(["sample", "trial_type"], ascending=[True, False],
-                                  kind="stable").reset_index(drop=True)
+        table = table.sort_values(
+            ["sample", "trial_type"], ascending=[True, False], kind="stable"
+        ).reset_index(drop=True)
         table.insert(0, "onset", table["sample"] / self.sfreq)
         table.insert(1, "duration", 0.0)
         return table
@@ -176,8 +183,10 @@ def synchronise(header: EEGHeader, bold: BoldInfo | None, config: SyncConfig) ->
     found = find_markers(header.markers, config.volume_markers, expected=expected)
     if found is None:
         if bold is None:
-            logger.info("%s: no volume markers; EEG-only recording without scanner timing.",
-                        header.path.name)
+            logger.info(
+                "%s: no volume markers; EEG-only recording without scanner timing.",
+                header.path.name,
+            )
             return None
         raise SyncError(
             f"no volume marker named {_quote(config.volume_markers)} in this EEG recording "
@@ -194,10 +203,11 @@ def synchronise(header: EEGHeader, bold: BoldInfo | None, config: SyncConfig) ->
             path=header.path,
             fix="Use a smaller --skip-markers.",
         )
-    samples = samples[config.skip_markers:]
+    samples = samples[config.skip_markers :]
     tr = None if bold is None else bold.repetition_time
-    measured, tolerance = check_spacing(samples, header.sfreq, tr, config, header=header,
-                                        bold=bold, name=name)
+    measured, tolerance = check_spacing(
+        samples, header.sfreq, tr, config, header=header, bold=bold, name=name
+    )
     if bold is not None:
         check_count(len(samples), bold, header, name, config.skip_markers, measured)
     slice_name, slice_samples, slice_volume = _attach_slices(header, config, samples, measured)
@@ -269,7 +279,7 @@ def find_markers(
                 f"several markers could be the volume marker ({listing}, in the {markers.source}).",
                 fix="Name the right one with --volume-marker.",
             )
-        (desc, values), = matched.items()
+        ((desc, values),) = matched.items()
         return markers.source, desc, np.sort(np.asarray(values, dtype=np.int64))
     return None
 
@@ -304,8 +314,7 @@ def check_spacing(
     """
     if len(samples) < 2:
         raise SyncError(
-            f"only {len(samples)} '{name}' marker(s); at least two are needed to check the "
-            "timing.",
+            f"only {len(samples)} '{name}' marker(s); at least two are needed to check the timing.",
             path=header.path,
             fix="Check --volume-marker and --skip-markers, and that the recording is complete.",
         )
@@ -327,8 +336,10 @@ def check_spacing(
         raise SyncError(
             f"{len(bad)} irregular gap(s) between '{name}' markers (expected "
             f"{reference:.4f} s ± {tolerance * 1000:.1f} ms): "
-            + _explain_gaps(bad, gaps, samples, sfreq, reference, tolerance,
-                            skip=config.skip_markers) + ".",
+            + _explain_gaps(
+                bad, gaps, samples, sfreq, reference, tolerance, skip=config.skip_markers
+            )
+            + ".",
             path=header.path,
             fix=_gap_fix(gaps[bad], reference, tolerance),
         )
@@ -348,7 +359,8 @@ def check_count(
     if n_markers == bold.n_volumes:
         return
     counts = (
-        f"{n_markers} '{name}' markers" + (f" (after skipping {skipped})" if skipped else "")
+        f"{n_markers} '{name}' markers"
+        + (f" (after skipping {skipped})" if skipped else "")
         + f" in the EEG but {bold.n_volumes} volumes in {bold.path.name}"
     )
     if n_markers > bold.n_volumes:
@@ -391,7 +403,10 @@ def _attach_slices(
     if counts.min() != counts.max():
         logger.warning(
             "%s: %d to %d '%s' markers per volume (expected the same number in each).",
-            header.path.name, counts.min(), counts.max(), name,
+            header.path.name,
+            counts.min(),
+            counts.max(),
+            name,
         )
     return name, samples.astype(np.int64), owner.astype(np.int64)
 
@@ -407,8 +422,14 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
 
 
 def _explain_gaps(
-    bad: np.ndarray, gaps: np.ndarray, samples: np.ndarray, sfreq: float,
-    reference: float, tolerance: float, *, skip: int,
+    bad: np.ndarray,
+    gaps: np.ndarray,
+    samples: np.ndarray,
+    sfreq: float,
+    reference: float,
+    tolerance: float,
+    *,
+    skip: int,
 ) -> str:
     notes = []
     for i in bad[:_MAX_LISTED]:
@@ -428,11 +449,15 @@ def _explain_gaps(
 
 def _gap_fix(bad_gaps: np.ndarray, reference: float, tolerance: float) -> str:
     if np.all(bad_gaps <= tolerance):
-        return ("Remove the duplicated markers from the events file or the marker file "
-                "(the input stays untouched: fix a copy).")
-    return ("Markers are missing or the recording was interrupted. Check that these are "
-            "the scanner's volume markers (--volume-marker), that the EEG recorded a single "
-            "continuous scan, and repair the marker file if triggers were lost.")
+        return (
+            "Remove the duplicated markers from the events file or the marker file "
+            "(the input stays untouched: fix a copy)."
+        )
+    return (
+        "Markers are missing or the recording was interrupted. Check that these are "
+        "the scanner's volume markers (--volume-marker), that the EEG recorded a single "
+        "continuous scan, and repair the marker file if triggers were lost."
+    )
 
 
 def _norm(name: str) -> str:

@@ -72,11 +72,18 @@ def validate_dataset(
     try:
         proc = subprocess.run(
             [exe, str(bids_dir), "--format", "json", "--ignoreWarnings"],
-            capture_output=True, text=True, timeout=timeout, check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired:
-        warnings.warn(f"{VALIDATOR} did not finish within {timeout:.0f} s; the input dataset "
-                      "was not validated.", NeuroboltWarning, stacklevel=2)
+        warnings.warn(
+            f"{VALIDATOR} did not finish within {timeout:.0f} s; the input dataset "
+            "was not validated.",
+            NeuroboltWarning,
+            stacklevel=2,
+        )
         return []
     try:
         report = json.loads(proc.stdout)
@@ -85,7 +92,8 @@ def validate_dataset(
         warnings.warn(
             f"{VALIDATOR} exited with code {proc.returncode} without a JSON report "
             f"({proc.stderr.strip()[:300]}); the input dataset was not validated.",
-            NeuroboltWarning, stacklevel=2,
+            NeuroboltWarning,
+            stacklevel=2,
         )
         return []
     selected = {f"/sub-{p}/" for p in participants}
@@ -94,15 +102,19 @@ def validate_dataset(
         if issue.get("severity") != "error":
             continue
         location = str(issue.get("location", ""))
-        if selected and location.startswith("/sub-") and not any(
-            location.startswith(s) for s in selected
+        if (
+            selected
+            and location.startswith("/sub-")
+            and not any(location.startswith(s) for s in selected)
         ):
             continue
-        errors.append(ValidationIssue(
-            code=str(issue.get("code", "?")),
-            location=location,
-            message=" ".join(str(issue.get("issueMessage", "")).split())[:200],
-        ))
+        errors.append(
+            ValidationIssue(
+                code=str(issue.get("code", "?")),
+                location=location,
+                message=" ".join(str(issue.get("issueMessage", "")).split())[:200],
+            )
+        )
     return errors
 
 
@@ -110,9 +122,7 @@ def raise_for_errors(bids_dir: Path, errors: Sequence[ValidationIssue]) -> None:
     """Raise :class:`BIDSValidationError` listing validator errors, if any."""
     if not errors:
         return
-    listed = "; ".join(
-        f"{e.code} at {e.location or '(dataset)'}" for e in errors[:_MAX_LISTED]
-    )
+    listed = "; ".join(f"{e.code} at {e.location or '(dataset)'}" for e in errors[:_MAX_LISTED])
     more = f"; and {len(errors) - _MAX_LISTED} more" if len(errors) > _MAX_LISTED else ""
     raise BIDSValidationError(
         f"the input failed BIDS validation with {len(errors)} error(s): {listed}{more}.",

@@ -128,8 +128,9 @@ def dataset_description(bids_dir: Path, source_description: Mapping[str, Any]) -
         doi = str(source_description["DatasetDOI"])
         source = {"DOI": doi, "URL": doi if doi.startswith("http") else f"https://doi.org/{doi}"}
     if source_description.get("DatasetVersion") or source_description.get("Version"):
-        source["Version"] = str(source_description.get("DatasetVersion")
-                                or source_description.get("Version"))
+        source["Version"] = str(
+            source_description.get("DatasetVersion") or source_description.get("Version")
+        )
     description: dict[str, Any] = {
         "Name": f"bids-neurobolt derivatives of {source_description.get('Name', bids_dir.name)}",
         "BIDSVersion": BIDS_VERSION,
@@ -143,15 +144,20 @@ def dataset_description(bids_dir: Path, source_description: Mapping[str, Any]) -
     return description
 
 
-def write_dataset_files(output_dir: Path, bids_dir: Path, source_description: Mapping[str, Any],
-                        desc_labels: tuple[str, ...]) -> None:
+def write_dataset_files(
+    output_dir: Path,
+    bids_dir: Path,
+    source_description: Mapping[str, Any],
+    desc_labels: tuple[str, ...],
+) -> None:
     """Write ``dataset_description.json``, ``.bidsignore`` and ``descriptions.tsv``.
 
     ``descriptions.tsv`` keeps the labels already listed by earlier runs and adds
     ``desc_labels``.
     """
-    write_json(output_dir / "dataset_description.json",
-               dataset_description(bids_dir, source_description))
+    write_json(
+        output_dir / "dataset_description.json", dataset_description(bids_dir, source_description)
+    )
     write_text(output_dir / ".bidsignore", "\n".join(BIDSIGNORE) + "\n")
     path = output_dir / "descriptions.tsv"
     known: dict[str, str] = {}
@@ -172,18 +178,23 @@ def bids_uri(bids_dir: Path, path: Path) -> str:
 def _os_error(exc: OSError, path: Path) -> OutputError | IOFailure:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OutputError(
-            f"cannot write here ({exc.strerror}).", path=path,
+            f"cannot write here ({exc.strerror}).",
+            path=path,
             fix="Choose an output folder you can write to, or fix its permissions "
             "(in a container, check that the output mount is not read-only).",
         )
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return IOFailure(
-            f"no space left to write this file ({exc.strerror}).", path=path,
+            f"no space left to write this file ({exc.strerror}).",
+            path=path,
             fix="Free disk space or quota, or choose another output folder, then run again: "
             "finished outputs are kept and reused.",
         )
-    return IOFailure(f"writing failed ({exc.strerror or exc}).", path=path,
-                     fix="Check the file system, then run again.")
+    return IOFailure(
+        f"writing failed ({exc.strerror or exc}).",
+        path=path,
+        fix="Check the file system, then run again.",
+    )
 
 
 def _remove_quietly(path: Path) -> None:

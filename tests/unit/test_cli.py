@@ -49,8 +49,14 @@ def test_help_documents_exit_codes():
     ],
 )
 def test_participant_labels_several_values_after_one_flag(captured, tmp_path, labels):
-    result = invoke(str(tmp_path / "bids"), str(tmp_path / "out"), "participant", *labels,
-                    "-w", str(tmp_path / "work"))
+    result = invoke(
+        str(tmp_path / "bids"),
+        str(tmp_path / "out"),
+        "participant",
+        *labels,
+        "-w",
+        str(tmp_path / "work"),
+    )
     assert result.exit_code == 0, result.output
     config = captured[0]
     assert config.selection.participant_label == ("01", "02")
@@ -61,8 +67,9 @@ def test_participant_labels_several_values_after_one_flag(captured, tmp_path, la
 def test_labels_from_a_file(captured, tmp_path):
     labels = tmp_path / "labels.txt"
     labels.write_text("sub-03\n04\n\n")
-    result = invoke(str(tmp_path), str(tmp_path / "out"), "participant",
-                    "--participant-label", str(labels))
+    result = invoke(
+        str(tmp_path), str(tmp_path / "out"), "participant", "--participant-label", str(labels)
+    )
     assert result.exit_code == 0, result.output
     assert captured[0].selection.participant_label == ("03", "04")
 
@@ -70,12 +77,36 @@ def test_labels_from_a_file(captured, tmp_path):
 def test_options_reach_the_config(captured, tmp_path):
     filters = tmp_path / "filters.json"
     filters.write_text(json.dumps({"eeg": {"acquisition": "hd"}, "bold": {"echo": None}}))
-    result = invoke(str(tmp_path), str(tmp_path / "out"), "participant",
-                    "--session-label", "ses-1", "2", "--task", "rest",
-                    "--volume-marker", "R149", "Response/R149", "--skip-markers", "5",
-                    "--bids-filter-file", str(filters), "--nprocs", "3", "--device", "cpu",
-                    "--random-seed", "42", "--on-error", "continue", "--skip_bids_validator",
-                    "-vv", "-q", "--steps", "sync")
+    result = invoke(
+        str(tmp_path),
+        str(tmp_path / "out"),
+        "participant",
+        "--session-label",
+        "ses-1",
+        "2",
+        "--task",
+        "rest",
+        "--volume-marker",
+        "R149",
+        "Response/R149",
+        "--skip-markers",
+        "5",
+        "--bids-filter-file",
+        str(filters),
+        "--nprocs",
+        "3",
+        "--device",
+        "cpu",
+        "--random-seed",
+        "42",
+        "--on-error",
+        "continue",
+        "--skip_bids_validator",
+        "-vv",
+        "-q",
+        "--steps",
+        "sync",
+    )
     assert result.exit_code == 0, result.output
     c = captured[0]
     assert c.selection.session_label == ("1", "2")
@@ -84,8 +115,7 @@ def test_options_reach_the_config(captured, tmp_path):
     assert c.science.sync.volume_markers == ("R149", "Response/R149")
     assert c.science.sync.skip_markers == 5
     assert c.science.random_seed == 42
-    assert (c.execution.nprocs, c.execution.device, c.execution.on_error) == (3, "cpu",
-                                                                              "continue")
+    assert (c.execution.nprocs, c.execution.device, c.execution.on_error) == (3, "cpu", "continue")
     assert c.execution.skip_bids_validation is True
     assert c.execution.verbosity == 1
     assert c.execution.steps == ("sync",)
@@ -103,10 +133,19 @@ def test_defaults(captured, tmp_path):
 
 def test_config_file_is_merged_and_the_command_line_wins(captured, tmp_path):
     toml = tmp_path / "cfg.toml"
-    toml.write_text('[science]\nrandom_seed = 7\n[science.sync]\nskip_markers = 2\n'
-                    'volume_markers = ["TR"]\n[execution]\nnprocs = 4\n')
-    result = invoke(str(tmp_path), str(tmp_path / "o"), "participant", "--config-file",
-                    str(toml), "--nprocs", "2")
+    toml.write_text(
+        "[science]\nrandom_seed = 7\n[science.sync]\nskip_markers = 2\n"
+        'volume_markers = ["TR"]\n[execution]\nnprocs = 4\n'
+    )
+    result = invoke(
+        str(tmp_path),
+        str(tmp_path / "o"),
+        "participant",
+        "--config-file",
+        str(toml),
+        "--nprocs",
+        "2",
+    )
     assert result.exit_code == 0, result.output
     c = captured[0]
     assert c.science.random_seed == 7
@@ -116,12 +155,26 @@ def test_config_file_is_merged_and_the_command_line_wins(captured, tmp_path):
 
 
 def test_config_snapshot_round_trips(captured, tmp_path):
-    assert invoke(str(tmp_path), str(tmp_path / "o"), "participant", "--participant-label",
-                  "01", "--skip-markers", "3").exit_code == 0
+    assert (
+        invoke(
+            str(tmp_path),
+            str(tmp_path / "o"),
+            "participant",
+            "--participant-label",
+            "01",
+            "--skip-markers",
+            "3",
+        ).exit_code
+        == 0
+    )
     snapshot = tmp_path / "snap.toml"
     snapshot.write_text(captured[0].to_toml())
-    assert invoke(str(tmp_path), str(tmp_path / "o"), "participant", "--config-file",
-                  str(snapshot)).exit_code == 0
+    assert (
+        invoke(
+            str(tmp_path), str(tmp_path / "o"), "participant", "--config-file", str(snapshot)
+        ).exit_code
+        == 0
+    )
     first, second = captured
     assert second.science == first.science
     assert second.selection == first.selection
@@ -131,8 +184,7 @@ def test_config_snapshot_round_trips(captured, tmp_path):
     ("args", "code", "fragment"),
     [
         (["grp"], ExitCode.UNKNOWN_LEVEL, "unknown analysis level 'grp'"),
-        (["participant", "--participant-label", "../01"], ExitCode.USAGE,
-         "not a valid BIDS label"),
+        (["participant", "--participant-label", "../01"], ExitCode.USAGE, "not a valid BIDS label"),
         (["participant", "--steps", "sync,dance"], ExitCode.USAGE, "unknown stage(s) dance"),
         (["participant", "--nprocs", "0"], ExitCode.USAGE, "0 is not in the range"),
         (["participant", "--device", "tpu"], ExitCode.USAGE, "'tpu' is not one of"),
@@ -149,8 +201,9 @@ def test_usage_errors(captured, tmp_path, args, code, fragment):
 def test_invalid_filter_file_json(captured, tmp_path):
     bad = tmp_path / "filters.json"
     bad.write_text("{'eeg': }")
-    result = CliRunner().invoke(cli, [str(tmp_path), str(tmp_path / "o"), "participant",
-                                      "--bids-filter-file", str(bad)])
+    result = CliRunner().invoke(
+        cli, [str(tmp_path), str(tmp_path / "o"), "participant", "--bids-filter-file", str(bad)]
+    )
     assert result.exit_code == ExitCode.USAGE
     assert "filters.json: is not valid JSON" in result.output
     assert not captured
@@ -159,8 +212,9 @@ def test_invalid_filter_file_json(captured, tmp_path):
 def test_unknown_config_key_suggests_the_right_one(captured, tmp_path):
     toml = tmp_path / "cfg.toml"
     toml.write_text("[science.sync]\nskip_marker = 2\n")
-    result = CliRunner().invoke(cli, [str(tmp_path), str(tmp_path / "o"), "participant",
-                                      "--config-file", str(toml)])
+    result = CliRunner().invoke(
+        cli, [str(tmp_path), str(tmp_path / "o"), "participant", "--config-file", str(toml)]
+    )
     assert result.exit_code == ExitCode.USAGE
     assert "Did you mean 'science.sync.skip_markers'?" in result.output
 

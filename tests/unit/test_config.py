@@ -46,11 +46,13 @@ def test_science_hash_changes_with_science_only():
 
 
 def test_toml_round_trip(tmp_path):
-    config = Config.from_mapping({
-        **MINIMAL,
-        "selection": {"participant_label": ["01"], "bids_filters": {"bold": {"echo": 1}}},
-        "science": {"random_seed": 3, "sync": {"volume_markers": ["R149"]}},
-    })
+    config = Config.from_mapping(
+        {
+            **MINIMAL,
+            "selection": {"participant_label": ["01"], "bids_filters": {"bold": {"echo": 1}}},
+            "science": {"random_seed": 3, "sync": {"volume_markers": ["R149"]}},
+        }
+    )
     path = tmp_path / "c.toml"
     path.write_text(config.to_toml())
     data = load_config_file(path)

@@ -15,8 +15,11 @@ from bids_neurobolt.errors import ExitCode, IOFailure, OutputError
 
 
 def test_bids_name_orders_entities_and_skips_missing():
-    name = naming.bids_name({"desc": "sync", "run": "01", "subject": "01", "session": None,
-                             "task": "rest"}, "events", ".tsv")
+    name = naming.bids_name(
+        {"desc": "sync", "run": "01", "subject": "01", "session": None, "task": "rest"},
+        "events",
+        ".tsv",
+    )
     assert name == "sub-01_task-rest_run-01_desc-sync_events.tsv"
 
 
@@ -26,17 +29,19 @@ def test_bids_name_rejects_unknown_entities():
 
 
 def test_sync_table_path_with_session():
-    path = naming.sync_table_path(Path("/out"), {"subject": "01", "session": "2",
-                                                 "task": "rest", "acquisition": None,
-                                                 "run": None})
+    path = naming.sync_table_path(
+        Path("/out"),
+        {"subject": "01", "session": "2", "task": "rest", "acquisition": None, "run": None},
+    )
     assert path == Path("/out/sub-01/ses-2/eeg/sub-01_ses-2_task-rest_desc-sync_events.tsv")
     assert naming.sidecar_path(path) == path.with_suffix(".json")
     assert naming.sidecar_path(Path("/a/x_bold.nii.gz")) == Path("/a/x_bold.json")
 
 
 def test_write_tsv_uses_bids_conventions(tmp_path):
-    path = writer.write_tsv(tmp_path / "a" / "t.tsv",
-                            pd.DataFrame({"x": [1.5, None], "y": ["a", "b"]}))
+    path = writer.write_tsv(
+        tmp_path / "a" / "t.tsv", pd.DataFrame({"x": [1.5, None], "y": ["a", "b"]})
+    )
     assert path.read_text() == "x\ty\n1.5\ta\nn/a\tb\n"
     assert [p.name for p in path.parent.iterdir()] == ["t.tsv"]  # no temporary left
 
@@ -92,12 +97,12 @@ def test_permission_error_maps_to_output_error(tmp_path, monkeypatch):
 
 def test_dataset_description_records_provenance(tmp_path, monkeypatch):
     monkeypatch.setenv(writer.CONTAINER_ENV, "docker:bids-neurobolt:0.1.0")
-    desc = writer.dataset_description(tmp_path, {"Name": "ds", "DatasetDOI": "10.1/x",
-                                                 "License": "CC0"})
+    desc = writer.dataset_description(
+        tmp_path, {"Name": "ds", "DatasetDOI": "10.1/x", "License": "CC0"}
+    )
     assert desc["DatasetType"] == "derivative"
     assert desc["GeneratedBy"][0]["Name"] == "bids-neurobolt"
-    assert desc["GeneratedBy"][0]["Container"] == {"Type": "docker",
-                                                   "Tag": "bids-neurobolt:0.1.0"}
+    assert desc["GeneratedBy"][0]["Container"] == {"Type": "docker", "Tag": "bids-neurobolt:0.1.0"}
     assert desc["SourceDatasets"] == [{"DOI": "10.1/x", "URL": "https://doi.org/10.1/x"}]
     assert desc["License"] == "CC0"
     assert desc["DatasetLinks"]["raw"].startswith("file://")

@@ -19,21 +19,36 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "eeg-fmri-tim
 REAL_VMRK = sorted((SHARED / "eeg_rest_fmri" / "derivatives").glob("sub-*/eeg/*.vmrk"))
 
 
-def make_header(descriptions, samples, *, sfreq=500.0, n_samples=None, source="raw file",
-                extra_sources=()):
+def make_header(
+    descriptions, samples, *, sfreq=500.0, n_samples=None, source="raw file", extra_sources=()
+):
     samples = np.asarray(samples, dtype=np.int64)
-    n = int(n_samples if n_samples is not None else (samples.max() + 10 * sfreq if len(samples)
-                                                     else 1000))
+    n = int(
+        n_samples
+        if n_samples is not None
+        else (samples.max() + 10 * sfreq if len(samples) else 1000)
+    )
     markers = Markers(np.array(list(descriptions), dtype=object), samples, source)
-    return EEGHeader(path=Path("/data/sub-01/eeg/sub-01_task-rest_eeg.vhdr"), sfreq=sfreq,
-                     n_samples=n, ch_names=("Cz",), ch_types=("eeg",),
-                     markers=(*extra_sources, markers))
+    return EEGHeader(
+        path=Path("/data/sub-01/eeg/sub-01_task-rest_eeg.vhdr"),
+        sfreq=sfreq,
+        n_samples=n,
+        ch_names=("Cz",),
+        ch_types=("eeg",),
+        markers=(*extra_sources, markers),
+    )
 
 
 def make_bold(n_volumes, tr=2.0, slice_timing=()):
-    return BoldInfo(path=Path("/data/sub-01/func/sub-01_task-rest_bold.nii.gz"),
-                    n_volumes=n_volumes, repetition_time=tr, slice_timing=tuple(slice_timing),
-                    shape=(4, 4, 4), zooms=(4.0, 4.0, 4.0), xform_code=4)
+    return BoldInfo(
+        path=Path("/data/sub-01/func/sub-01_task-rest_bold.nii.gz"),
+        n_volumes=n_volumes,
+        repetition_time=tr,
+        slice_timing=tuple(slice_timing),
+        shape=(4, 4, 4),
+        zooms=(4.0, 4.0, 4.0),
+        xform_code=4,
+    )
 
 
 def regular(n, *, tr=2.0, sfreq=500.0, start=1.0):
@@ -69,8 +84,7 @@ def test_regular_markers_give_one_row_per_volume():
     assert result.marker == "Response/R128"
     assert result.measured_tr == pytest.approx(2.0)
     events = result.to_events()
-    assert list(events.columns) == ["onset", "duration", "sample", "trial_type", "volume",
-                                    "slice"]
+    assert list(events.columns) == ["onset", "duration", "sample", "trial_type", "volume", "slice"]
     np.testing.assert_allclose(events["onset"], samples / 500.0)
     assert events["volume"].tolist() == list(range(20))
 
@@ -123,8 +137,7 @@ def test_eeg_only_without_markers_is_not_an_error():
 
 
 def test_eeg_only_with_markers_measures_its_own_tr():
-    header = make_header(["Response/R128"] * 10, regular(10, tr=2.16, sfreq=5000.0),
-                         sfreq=5000.0)
+    header = make_header(["Response/R128"] * 10, regular(10, tr=2.16, sfreq=5000.0), sfreq=5000.0)
     result = synchronise(header, None, SyncConfig())
     assert result.measured_tr == pytest.approx(2.16, abs=1e-3)
     assert result.repetition_time is None
@@ -203,8 +216,7 @@ def test_real_brainvision_analyzer_markers(vmrk):
     samples = np.round(annotations.onset * sfreq).astype(np.int64)
     header = make_header([str(d) for d in annotations.description], samples, sfreq=sfreq)
     slice_timing = np.arange(30) * 0.072
-    result = synchronise(header, make_bold(300, tr=2.16, slice_timing=slice_timing),
-                         SyncConfig())
+    result = synchronise(header, make_bold(300, tr=2.16, slice_timing=slice_timing), SyncConfig())
     assert result.marker == "Scanner/Scan Start"
     assert result.n_volumes == 300
     assert result.measured_tr == pytest.approx(2.16, abs=1 / sfreq)
