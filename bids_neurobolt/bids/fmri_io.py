@@ -99,6 +99,7 @@ def read_bold_info(path: Path, metadata: dict[str, Any]) -> BoldInfo:
             path=path,
             fix="Pass the 4-D time series, not a single volume or a reference image.",
         )
+    _check_complete(path, header, shape)
     tr = _repetition_time(path, metadata, zooms)
     slice_timing = tuple(float(t) for t in metadata.get("SliceTiming", ()) or ())
     if slice_timing and (min(slice_timing) < 0 or max(slice_timing) >= tr):
@@ -117,6 +118,51 @@ def read_bold_info(path: Path, metadata: dict[str, Any]) -> BoldInfo:
         zooms=(zooms[0], zooms[1], zooms[2]),
         xform_code=sform_code if sform_code > 0 else qform_code,
     )
+
+
+def _check_complete(path: Path, header: Any, shape: tuple[int, ...]) -> None:
+    """Refuse a NIfTI whose data block is shorter than its header promises.
+
+    Reading the header alone does not notice a truncated file, which would then fail deep
+    inside a later stage. For ``.nii`` the file size tells; for ``.nii.gz`` the gzip trailer
+    stores the uncompressed size modulo 2**32 (RFC 1952), so no decompression is needed
+    unless the trailer disagrees (multi-member files), in which case the stream is counted.
+    """
+    expected = int(header["vox_offset"]) + int(np.prod(shape)) * header.get_data_dtype().itemsize
+    if path.name.endswith(".gz"):
+        with path.open("rb") as stream:
+            stream.seek(0, 2)
+            size = stream.tell()
+            if size >= 18:
+                stream.seek(-4, 2)
+                if int.from_bytes(stream.read(4), "little") == expected % 2**32:
+                    return
+        actual = _gzip_length(path)
+    else:
+        actual = path.stat().st_size
+    if actual < expected:
+        raise DataError(
+            f"is truncated: its header promises {expected} bytes of image data and "
+            f"header, but the file holds {actual}.",
+            path=path,
+            fix="The copy is incomplete (interrupted download or transfer, or a git-annex "
+            "file not fetched); copy or convert it again.",
+        )
+
+
+def _gzip_length(path: Path) -> int:
+    """Uncompressed length of a gzip file, or the length readable before it breaks."""
+    import gzip
+    import zlib
+
+    total = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(1 << 24):
+                total += len(chunk)
+    except (OSError, EOFError, zlib.error):
+        pass
+    return total
 
 
 def _repetition_time(path: Path, metadata: dict[str, Any], zooms: tuple[float, ...]) -> float:

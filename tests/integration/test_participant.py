@@ -1,0 +1,142 @@
+"""End to end: simulated raw BIDS dataset -> ``bids-neurobolt ... participant`` -> derivatives."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_neurobolt import __version__
+from bids_neurobolt.simulate import load_ground_truth
+
+from .conftest import run_cli, tree_digest
+
+
+def _sync_table(out: Path, subject: str, session: str | None = None) -> pd.DataFrame:
+    folder = out / f"sub-{subject}" / (f"ses-{session}" if session else "") / "eeg"
+    (path,) = folder.glob("*_desc-sync_events.tsv")
+    return pd.read_csv(path, sep="\t", na_values="n/a")
+
+
+def test_participant_level_writes_sync_tables_matching_the_ground_truth(
+    small_dataset: Path, tmp_path: Path
+) -> None:
+    before = tree_digest(small_dataset)
+    out, work = tmp_path / "out", tmp_path / "work"
+
+    result = run_cli(small_dataset, out, "participant", "-w", work)
+
+    assert result.exit_code == 0, result.output
+    assert tree_digest(small_dataset) == before, "the input dataset was modified"
+    for subject in ("01", "02"):
+        truth = load_ground_truth(small_dataset, subject, task="rest")
+        table = _sync_table(out, subject)
+        volumes = table[table.trial_type == "volume"]
+        slices = table[table.trial_type == "slice"]
+        np.testing.assert_array_equal(volumes["sample"], truth.volume_markers)
+        np.testing.assert_array_equal(volumes["volume"], np.arange(truth.n_volumes))
+        np.testing.assert_array_equal(slices["sample"], truth.slice_markers.ravel())
+        sidecar = json.loads(next((out / f"sub-{subject}" / "eeg").glob("*.json")).read_text())
+        assert sidecar["NumberOfVolumes"] == truth.n_volumes
+        assert sidecar["VolumeMarker"] == "Response/R128"
+        assert sidecar["MeasuredRepetitionTime"] == pytest.approx(2.0, abs=1e-3)
+
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"][0]["Name"] == "bids-neurobolt"
+    assert description["GeneratedBy"][0]["Version"] == __version__
+    assert len(list((out / "logs").glob("config-*.toml"))) == 1
+    assert len(list((out / "logs").glob("bids-neurobolt-*.log"))) == 1
+    assert not list(out.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_rerun_skips_runs_that_are_up_to_date(small_dataset: Path, tmp_path: Path) -> None:
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert run_cli(small_dataset, out, "participant", "-w", work).exit_code == 0
+    table = next(out.rglob("sub-01_*_desc-sync_events.tsv"))
+    first_mtime = table.stat().st_mtime_ns
+
+    result = run_cli(small_dataset, out, "participant", "-w", work, "-v")
+
+    assert result.exit_code == 0, result.output
+    assert "0 run(s) synchronised, 2 up to date" in result.output
+    assert table.stat().st_mtime_ns == first_mtime
+
+    # A science setting that changes the result is not "up to date".
+    result = run_cli(small_dataset, out, "participant", "-w", work, "--volume-marker", "R128")
+    assert "2 run(s) synchronised, 0 up to date" in result.output
+
+
+def test_participant_label_selects_one_subject(small_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_cli(
+        small_dataset, out, "participant", "-w", tmp_path / "w", "--participant-label", "sub-02"
+    )
+    assert result.exit_code == 0, result.output
+    assert not (out / "sub-01").exists()
+    assert list((out / "sub-02" / "eeg").glob("*_desc-sync_events.tsv"))
+
+
+def test_eeg_only_sessions_are_kept_without_a_sync_table(
+    sessions_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+
+    result = run_cli(sessions_dataset, out, "participant", "-w", tmp_path / "w")
+
+    assert result.exit_code == 0, result.output
+    assert "1 with BOLD, 1 EEG-only" in result.output
+    assert not _sync_table(out, "01", "eegfmri").empty
+    assert not (out / "sub-01" / "ses-eegonly").exists()
+
+
+def test_group_level_after_participant_says_there_is_nothing_to_aggregate(
+    small_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    assert run_cli(small_dataset, out, "participant", "-w", tmp_path / "w").exit_code == 0
+
+    result = run_cli(small_dataset, out, "group", "-w", tmp_path / "w")
+
+    assert result.exit_code == 0, result.output
+    assert "nothing to aggregate" in result.output
+
+
+def test_group_level_without_participant_outputs_is_missing_input(
+    small_dataset: Path, tmp_path: Path
+) -> None:
+    result = run_cli(small_dataset, tmp_path / "out", "group", "-w", tmp_path / "w")
+    assert result.exit_code == 66
+    assert "participant" in result.output
+
+
+def test_read_only_input_is_processed(dataset_copy: Path, tmp_path: Path, make_readonly) -> None:
+    make_readonly(dataset_copy)
+    before = tree_digest(dataset_copy)
+
+    result = run_cli(dataset_copy, tmp_path / "out", "participant", "-w", tmp_path / "w")
+
+    assert result.exit_code == 0, result.output
+    assert tree_digest(dataset_copy) == before
+
+
+@pytest.mark.validator
+@pytest.mark.skipif(shutil.which("bids-validator-deno") is None, reason="validator absent")
+def test_input_and_output_pass_the_bids_validator(small_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run_cli(small_dataset, out, "participant", "-w", tmp_path / "w").exit_code == 0
+    for root in (small_dataset, out):
+        completed = subprocess.run(
+            ["bids-validator-deno", "--format", "json", str(root)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        report = json.loads(completed.stdout)
+        errors = [i for i in report["issues"]["issues"] if i["severity"] == "error"]
+        assert errors == [], f"{root}: {errors}"
