@@ -34,9 +34,9 @@ def render() -> str:
     parts = [HEADER]
     for name, module_name, attribute in COMMANDS:
         command = getattr(importlib.import_module(module_name), attribute)
-        with click.Context(
-            command, info_name=name, terminal_width=100, max_content_width=100
-        ) as ctx:
+        settings = {"terminal_width": 100, "max_content_width": 100}
+        settings.update(command.context_settings)
+        with click.Context(command, info_name=name, **settings) as ctx:
             text = command.get_help(ctx)
         parts.append(f"\n## `{name}`\n\n```text\n{text.rstrip()}\n```\n")
     return "".join(parts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import uuid
@@ -153,8 +154,41 @@ def write_dataset_files(
     """Write ``dataset_description.json``, ``.bidsignore`` and ``descriptions.tsv``.
 
     ``descriptions.tsv`` keeps the labels already listed by earlier runs and adds
-    ``desc_labels``.
+    ``desc_labels``. Several jobs may share one output folder (a SLURM array with one
+    participant per task): the read-merge-write happens under :func:`output_lock`.
     """
+    with output_lock(output_dir):
+        _write_dataset_files(output_dir, bids_dir, source_description, desc_labels)
+
+
+@contextlib.contextmanager
+def output_lock(output_dir: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on the output folder's shared files.
+
+    The lock file is ``logs/.lock`` (``logs/`` is listed in ``.bidsignore``). ``flock``
+    locks are released by the kernel when a job dies, so a killed job never leaves a
+    stale lock behind.
+    """
+    lock_path = output_dir / "logs" / ".lock"
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = lock_path.open("a")
+    except OSError as exc:
+        raise _os_error(exc, lock_path) from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_dataset_files(
+    output_dir: Path,
+    bids_dir: Path,
+    source_description: Mapping[str, Any],
+    desc_labels: tuple[str, ...],
+) -> None:
     write_json(
         output_dir / "dataset_description.json", dataset_description(bids_dir, source_description)
     )
