@@ -96,3 +96,29 @@ def timed(logger: logging.Logger, what: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     logger.info("%s (%.1f s)", what, time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def capture_warnings() -> Iterator[list[str]]:
+    """Collect the text of every warning and error logged while the block runs.
+
+    Python warnings (``warnings.warn``, e.g. :class:`~bids_neurobolt.errors.NeuroboltWarning`
+    or MNE's) are routed through logging for the duration, so both kinds land in the list
+    that the report shows for the run.
+    """
+    caught: list[str] = []
+
+    class _Collector(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            caught.append(record.getMessage().strip())
+
+    handler = _Collector(level=logging.WARNING)
+    targets = [logging.getLogger(LOGGER_NAME), logging.getLogger("py.warnings")]
+    for target in targets:
+        target.addHandler(handler)
+    logging.captureWarnings(True)
+    try:
+        yield caught
+    finally:
+        for target in targets:
+            target.removeHandler(handler)

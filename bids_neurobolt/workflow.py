@@ -6,10 +6,14 @@ Participant level, for each selected EEG recording (a :class:`~bids_neurobolt.bi
     find the volume markers, check them against the BOLD run and write the
     per-volume synchronisation table (``desc-sync_events.tsv``).
 
-The ``clean``, ``targets``, ``model`` and ``report`` stages are not part of this
-version; asking for them (or for their inputs) is an error that says so. A run whose
-outputs exist with the same science-configuration hash is skipped; ``--on-error
-continue`` processes every run and reports the failures at the end.
+``report``
+    after the runs, write ``sub-<label>.html`` for every selected participant from
+    what the stages left in the output folder.
+
+The ``clean``, ``targets`` and ``model`` stages are not part of this version; asking
+for them (or for their inputs) is an error that says so. A run whose outputs exist with
+the same science-configuration hash is skipped; ``--on-error continue`` processes every
+run and reports the failures at the end.
 
 Group level reads only the output folder.
 """
@@ -43,12 +47,14 @@ from bids_neurobolt.errors import (
     RunsFailedError,
     StageNotAvailableError,
 )
-from bids_neurobolt.log import log_file, timed
+from bids_neurobolt.log import capture_warnings, log_file, timed
+from bids_neurobolt.report import figures
+from bids_neurobolt.report.html import write_participant_report
 
 logger = logging.getLogger(__name__)
 
 #: Stages this version provides.
-AVAILABLE_STEPS: tuple[str, ...] = ("sync",)
+AVAILABLE_STEPS: tuple[str, ...] = ("sync", "report")
 
 #: Options that feed a stage this version does not provide yet: (attribute, flag, stage).
 _STAGE_INPUTS: tuple[tuple[str, str, str], ...] = (
@@ -137,6 +143,10 @@ def participant(config: Config) -> Summary:
             )
             for spec in runs:
                 summary.outcomes.append(_run_one(spec, layout, config, output_dir, bids_dir, steps))
+            if "report" in steps:
+                for subject in sorted({spec.subject for spec in runs}):
+                    with timed(logger, f"sub-{subject}: report"):
+                        write_participant_report(output_dir, subject)
         finally:
             shutil.rmtree(work_dir / run_id, ignore_errors=True)
         _report(summary)
@@ -273,16 +283,19 @@ def _run_one(
     bids_dir: Path,
     steps: Iterable[str],
 ) -> RunOutcome:
-    try:
-        outcome = RunOutcome(spec, "done")
-        if "sync" in steps:
-            outcome = _sync_stage(spec, layout, config, output_dir, bids_dir)
-        return outcome
-    except NeuroboltError as exc:
-        if config.execution.on_error == "abort":
-            raise
-        logger.error("%s failed: %s", spec.label, exc.message)
-        return RunOutcome(spec, "failed", exc.message)
+    with capture_warnings() as caught:
+        try:
+            outcome = RunOutcome(spec, "done")
+            if "sync" in steps:
+                outcome = _sync_stage(spec, layout, config, output_dir, bids_dir)
+        except NeuroboltError as exc:
+            if config.execution.on_error == "abort":
+                raise
+            logger.error("%s failed: %s", spec.label, exc.message)
+            outcome = RunOutcome(spec, "failed", exc.message)
+    if outcome.status != "skipped":
+        writer.write_json(naming.warnings_path(output_dir, spec.label), caught)
+    return outcome
 
 
 def _sync_stage(
@@ -302,6 +315,12 @@ def _sync_stage(
         result = synchronise(header, bold, config.science.sync)
         if result is None:
             return RunOutcome(spec, "eeg-only", "no volume markers")
+        writer.write_text(
+            naming.figure_path(output_dir, spec.entities, "syncintervals", "eeg"),
+            figures.sync_intervals(
+                result.volume_samples, result.sfreq, result.repetition_time, result.tolerance
+            ),
+        )
         writer.write_tsv(table_path, result.to_events())
         writer.write_json(sidecar, _sync_sidecar(result, spec, config, bids_dir))
     logger.debug(

@@ -93,3 +93,39 @@ def sidecar_path(path: Path) -> Path:
         if name.endswith(ext):
             return path.with_name(name[: -len(ext)] + ".json")
     return path.with_suffix(".json")
+
+
+def figure_path(
+    output_dir: Path, entities: Mapping[str, str | None], desc: str, suffix: str
+) -> Path:
+    """Return the path of a report figure of one run.
+
+    Parameters
+    ----------
+    output_dir : Path
+        The derivative dataset root.
+    entities : mapping
+        The run's entities.
+    desc : str
+        What the figure shows, e.g. ``"syncintervals"``.
+    suffix : str
+        ``"eeg"`` or ``"bold"``: the data the figure is about.
+
+    Returns
+    -------
+    Path
+        ``<out>/sub-<l>/figures/<entities>_desc-<desc>_<suffix>.svg`` (figures of every
+        session of a subject sit together, as in fMRIPrep).
+    """
+    folder = output_dir / f"sub-{entities['subject']}" / "figures"
+    return folder / bids_name({**entities, "desc": desc}, suffix, ".svg")
+
+
+def participant_report_path(output_dir: Path, subject: str) -> Path:
+    """Return ``<out>/sub-<subject>.html``."""
+    return output_dir / f"sub-{subject}.html"
+
+
+def warnings_path(output_dir: Path, run_label: str) -> Path:
+    """Return ``<out>/logs/warnings/<run label>.json``: warnings of a run's last processing."""
+    return output_dir / "logs" / "warnings" / f"{run_label}.json"

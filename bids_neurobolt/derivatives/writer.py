@@ -38,7 +38,7 @@ BIDSIGNORE: tuple[str, ...] = (
     "logs/",
     "models/",
     "group/",
-    "figures/",
+    "figures",  # no trailing slash: bids-validator-deno then matches sub-*/figures too
     "*.html",
     "*_quality.json",
 )
