@@ -115,6 +115,8 @@ def participant(config: Config) -> Summary:
         logger.info("bids-neurobolt %s, participant level, run %s", __version__, run_id)
         logger.info("input: %s | output: %s | work: %s", bids_dir, output_dir, work_dir)
         writer.write_text(output_dir / "logs" / f"config-{run_id}.toml", config.to_toml())
+        for stale in writer.remove_stale_temporaries(output_dir):
+            logger.info("removed %s, left by an interrupted run.", stale)
         db_dir = work_dir / run_id / "bids_db"
         try:
             with timed(logger, "input indexed"):

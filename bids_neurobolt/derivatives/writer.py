@@ -14,6 +14,8 @@ import errno
 import fcntl
 import json
 import os
+import re
+import socket
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -44,6 +46,10 @@ BIDSIGNORE: tuple[str, ...] = (
 )
 
 
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname()) or "host"
+_TEMPORARY = re.compile(r"\..+\.(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[0-9a-f]{8}\.tmp")
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
@@ -61,7 +67,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _os_error(exc, path.parent) from None
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         yield tmp
         tmp.replace(path)
@@ -71,6 +77,39 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def remove_stale_temporaries(root: Path) -> list[Path]:
+    """Delete temporary files left under ``root`` by jobs that were killed.
+
+    A temporary name carries the host and process id of its writer
+    (``.<name>.<host>-<pid>-<random>.tmp``). Only files written on this host by a process
+    that no longer exists are removed, so jobs running concurrently on this or another
+    node keep theirs.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    removed = []
+    for tmp in root.rglob(".*.tmp"):
+        match = _TEMPORARY.fullmatch(tmp.name)
+        if match is None or match["host"] != _HOST or _alive(int(match["pid"])):
+            continue
+        _remove_quietly(tmp)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
