@@ -129,3 +129,77 @@ def participant_report_path(output_dir: Path, subject: str) -> Path:
 def warnings_path(output_dir: Path, run_label: str) -> Path:
     """Return ``<out>/logs/warnings/<run label>.json``: warnings of a run's last processing."""
     return output_dir / "logs" / "warnings" / f"{run_label}.json"
+
+
+#: ``desc-bold``: measured ROI BOLD targets (appended with the targets stage).
+DESCRIPTIONS["bold"] = (
+    "Measured ROI BOLD targets: one row per BOLD volume, one column per atlas ROI (and the "
+    "global signal), extracted in MNI152NLin2009cAsym, detrended, confound-regressed, "
+    "z-scored, low-passed at 0.15 Hz and scaled as recorded in the JSON sidecar."
+)
+
+#: Template space of ROI time series.
+TIMESERIES_SPACE = "MNI152NLin2009cAsym"
+
+
+def timeseries_path(
+    output_dir: Path, entities: Mapping[str, str | None], atlas: str, desc: str = "bold"
+) -> Path:
+    """Return the path of an ROI time-series table of one run.
+
+    Parameters
+    ----------
+    output_dir : Path
+        The derivative dataset root.
+    entities : mapping
+        The run's entities (``subject``, ``session``, ``task``, ``acquisition``, ``run``).
+    atlas : str
+        BIDS atlas label (letters and digits), e.g. ``DiFuMo64``.
+    desc : str
+        ``bold`` for measured targets (``neurobolt`` for predictions).
+
+    Returns
+    -------
+    Path
+        ``<out>/sub-<l>[/ses-<s>]/func/<entities>_space-MNI152NLin2009cAsym_atlas-<A>_desc-<desc>_timeseries.tsv``.
+    """
+    folder = subject_dir(output_dir, str(entities["subject"]), entities.get("session")) / "func"
+    name = bids_name(
+        {**entities, "space": TIMESERIES_SPACE, "atlas": atlas, "desc": desc}, "timeseries", ".tsv"
+    )
+    return folder / name
+
+
+#: ``desc-clean``: EEG after MR-artifact removal (appended with the clean stage).
+DESCRIPTIONS["clean"] = (
+    "EEG after MR gradient artifact removal (slice-triggered average artifact subtraction "
+    "at the native rate with sub-sample alignment and an optimal-basis-set fit of the "
+    "residuals) and ballistocardiogram removal (R-peak-locked optimal basis sets), "
+    "low-passed and resampled to the model rate; channel names mapped to 10-20 labels. "
+    "Every parameter is in the run's desc-clean_quality.json."
+)
+
+
+def clean_eeg_path(
+    output_dir: Path, entities: Mapping[str, str | None], suffix: str, ext: str
+) -> Path:
+    """Return the path of a cleaned-EEG derivative file of one run.
+
+    Parameters
+    ----------
+    output_dir : Path
+        The derivative dataset root.
+    entities : mapping
+        The run's entities (``subject``, ``session``, ``task``, ``acquisition``, ``run``).
+    suffix : str
+        ``eeg``, ``channels``, ``events`` or ``quality``.
+    ext : str
+        ``.vhdr``, ``.vmrk``, ``.eeg``, ``.json`` or ``.tsv``.
+
+    Returns
+    -------
+    Path
+        ``<out>/sub-<l>[/ses-<s>]/eeg/<entities>_desc-clean_<suffix><ext>``.
+    """
+    folder = subject_dir(output_dir, str(entities["subject"]), entities.get("session")) / "eeg"
+    return folder / bids_name({**entities, "desc": "clean"}, suffix, ext)
