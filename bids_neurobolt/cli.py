@@ -19,8 +19,10 @@ from click.core import ParameterSource
 
 from bids_neurobolt import __version__
 from bids_neurobolt.config import (
+    CONFOUND_STRATEGIES,
     DEVICES,
     ON_ERROR,
+    SCALINGS,
     STEPS,
     Config,
     load_config_file,
@@ -187,7 +189,7 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
         ["bids-neurobolt", *ctx.meta.get("bids_neurobolt.argv", [])],
         always=True,
     )
-    for key in ("fmriprep_dir", "targets_dir", "model", "pretrained"):
+    for key in ("fmriprep_dir", "targets_dir", "model", "pretrained", "atlas_cache"):
         if params[key] is not None:
             put("inputs", key, str(params[key]))
     put("selection", "participant_label", _labels(params["participant_label"]))
@@ -202,6 +204,8 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
         )
     put("science", "atlas", params["atlas"])
     put("science", "rois", params["rois"])
+    put("science", "confounds", params["confounds"])
+    put("science", "scaling", params["scaling"])
     put("science", "random_seed", params["random_seed"])
     put("science", "sloppy", params["sloppy"])
     put("science.sync", "volume_markers", params["volume_marker"], name="volume_marker")
@@ -282,6 +286,29 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
     multiple=True,
     metavar="NAME...",
     help="ROI names or the preset 'paper' ('targets' stage). Default: all.",
+)
+@click.option(
+    "--atlas-cache",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="BIDS_NEUROBOLT_CACHE",
+    show_envvar=True,
+    help="Folder of atlases fetched with bids-neurobolt-fetch (runs never download). "
+    "Default: $XDG_CACHE_HOME/bids-neurobolt.",
+)
+@click.option(
+    "--confounds",
+    type=click.Choice(CONFOUND_STRATEGIES),
+    default="motion6",
+    show_default=True,
+    help="Confounds regressed from fMRIPrep BOLD before ROI extraction ('targets' stage).",
+)
+@click.option(
+    "--scaling",
+    type=click.Choice(SCALINGS),
+    default="absmax",
+    show_default=True,
+    help="Final ROI target scaling: 'absmax' (the paper's: demean, divide by the 95th "
+    "percentile of |x|, statistics from the training part), 'zscore' or 'none'.",
 )
 @click.option(
     "--volume-marker",

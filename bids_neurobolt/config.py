@@ -107,6 +107,13 @@ class ScienceConfig:
         Atlas registry name or path (used by the ``targets`` stage).
     rois : tuple of str
         ROI names or presets (used by the ``targets`` stage); empty means all.
+    confounds : str
+        Confound strategy for fMRIPrep inputs (``motion6``...; see
+        :data:`bids_neurobolt.fmri.confounds.CONFOUND_STRATEGIES`).
+    scaling : {"absmax", "zscore", "none"}
+        Final target scaling (``absmax``: demean, divide by the 95th percentile of |x|).
+    lowpass : float
+        Cut-off (Hz) of the zero-phase Butterworth low-pass of the targets.
     random_seed : int
         Seed for every random number generator.
     sloppy : bool
@@ -116,23 +123,60 @@ class ScienceConfig:
     sync: SyncConfig = field(default_factory=SyncConfig)
     atlas: str | None = None
     rois: tuple[str, ...] = ()
+    confounds: str = "motion6"
+    scaling: str = "absmax"
+    lowpass: float = 0.15
     random_seed: int = 0
     sloppy: bool = False
 
     def __post_init__(self) -> None:
         if self.random_seed < 0 or self.random_seed >= 2**32:
             raise ConfigError(f"random_seed must be in [0, 2**32). Got {self.random_seed!r}.")
+        _check_choice("confounds", self.confounds, CONFOUND_STRATEGIES)
+        _check_choice("scaling", self.scaling, SCALINGS)
+        if not 0 < self.lowpass < 10:
+            raise ConfigError(f"lowpass must be a cut-off in Hz in (0, 10). Got {self.lowpass!r}.")
 
-    def digest(self) -> str:
-        """Return a short, stable hash of these settings.
+    def digest(self, stage: str | None = None) -> str:
+        """Return a short, stable hash of these settings, or of those a stage depends on.
+
+        Parameters
+        ----------
+        stage : str | None
+            ``"sync"``, ``"targets"``... (see :data:`STAGE_SETTINGS`); None hashes all.
 
         Returns
         -------
         str
             The first 16 hex digits of the SHA-256 of the canonical JSON form.
         """
-        payload = json.dumps(_plain(self), sort_keys=True, separators=(",", ":"))
+        plain = _plain(self)
+        if stage is not None:
+            plain = {key: plain[key] for key in STAGE_SETTINGS[stage]}
+        payload = json.dumps(plain, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+#: Confound strategies for fMRIPrep inputs (kept equal to bids_neurobolt.fmri.confounds's).
+CONFOUND_STRATEGIES: tuple[str, ...] = (
+    "none",
+    "motion6",
+    "motion12",
+    "motion24",
+    "motion6+wmcsf",
+    "motion24+wmcsf",
+)
+#: Target scalings (kept equal to bids_neurobolt.fmri.targets.SCALINGS).
+SCALINGS: tuple[str, ...] = ("absmax", "zscore", "none")
+
+#: The science settings each stage's results depend on (a rerun redoes a stage only
+#: when one of them changed). Later stages include what their inputs depend on.
+STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "sync": ("sync",),
+    "clean": ("sync",),
+    "targets": ("atlas", "rois", "confounds", "scaling", "lowpass"),
+    "model": ("sync", "atlas", "rois", "confounds", "scaling", "lowpass", "random_seed", "sloppy"),
+}
 
 
 @dataclass(frozen=True)
@@ -185,6 +229,9 @@ class Inputs:
         Preprocessed BOLD (fMRIPrep) or precomputed ROI tables (``targets`` stage).
     model : Path | None
         A trained NeuroBOLT checkpoint to apply (``model`` stage).
+    atlas_cache : Path | None
+        Folder of fetched atlases (default: ``$BIDS_NEUROBOLT_CACHE``, else
+        ``$XDG_CACHE_HOME/bids-neurobolt``).
     pretrained : Path | None
         LaBraM weights to start training from (``model`` stage).
     """
@@ -194,6 +241,7 @@ class Inputs:
     targets_dir: Path | None = None
     model: Path | None = None
     pretrained: Path | None = None
+    atlas_cache: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -25,18 +25,17 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bids_neurobolt import __version__
 from bids_neurobolt.bids import validation
-from bids_neurobolt.bids.eeg_io import read_header
-from bids_neurobolt.bids.fmri_io import read_bold_info
 from bids_neurobolt.bids.layout import RunSpec, discover_runs, load_layout
-from bids_neurobolt.bids.sync import SyncResult, synchronise
 from bids_neurobolt.config import STEPS, Config
 from bids_neurobolt.derivatives import naming, writer
 from bids_neurobolt.errors import (
@@ -48,18 +47,27 @@ from bids_neurobolt.errors import (
     StageNotAvailableError,
 )
 from bids_neurobolt.log import capture_warnings, log_file, timed
-from bids_neurobolt.report import figures
 from bids_neurobolt.report.html import write_participant_report
+from bids_neurobolt.stages import sync as sync_stage
+from bids_neurobolt.stages import targets as targets_stage
+from bids_neurobolt.stages.context import RunContext, StageResult
 
 logger = logging.getLogger(__name__)
 
 #: Stages this version provides.
-AVAILABLE_STEPS: tuple[str, ...] = ("sync", "report")
+AVAILABLE_STEPS: tuple[str, ...] = ("sync", "targets", "report")
+
+#: Per-run stages, in the order they run.
+RUN_STAGES: dict[str, Callable[[RunContext], StageResult]] = {
+    "sync": sync_stage.run,
+    "targets": targets_stage.run,
+}
+
+#: The ``desc-`` labels each stage writes (explained in ``descriptions.tsv``).
+_DESC_LABELS: dict[str, tuple[str, ...]] = {"sync": ("sync",), "targets": ("bold",)}
 
 #: Options that feed a stage this version does not provide yet: (attribute, flag, stage).
 _STAGE_INPUTS: tuple[tuple[str, str, str], ...] = (
-    ("fmriprep_dir", "--fmriprep-dir", "targets"),
-    ("targets_dir", "--targets-dir", "targets"),
     ("model", "--model", "model"),
     ("pretrained", "--pretrained", "model"),
 )
@@ -70,9 +78,9 @@ class RunOutcome:
     """What happened to one run."""
 
     spec: RunSpec
-    status: str  # "done", "skipped", "eeg-only" or "failed"
+    status: str  # "done" or "failed"
     detail: str = ""
-    outputs: list[Path] = field(default_factory=list)
+    stages: dict[str, StageResult] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,6 +130,8 @@ def participant(config: Config) -> Summary:
             with timed(logger, "input indexed"):
                 layout = load_layout(bids_dir, db_dir)
                 runs = discover_runs(layout, config.selection)
+            if "targets" in steps and any(spec.bold is not None for spec in runs):
+                targets_stage.preflight(config)
             if config.execution.skip_bids_validation:
                 logger.info("BIDS validation skipped (--skip-bids-validation).")
             else:
@@ -141,10 +151,11 @@ def participant(config: Config) -> Summary:
                 output_dir,
                 bids_dir,
                 _description(layout),
-                tuple(s for s in steps if s in naming.DESCRIPTIONS),
+                tuple(label for s in steps for label in _DESC_LABELS.get(s, ())),
             )
             for spec in runs:
-                summary.outcomes.append(_run_one(spec, layout, config, output_dir, bids_dir, steps))
+                ctx = RunContext(spec, layout, config, bids_dir, output_dir, work_dir / run_id)
+                summary.outcomes.append(_run_one(ctx, steps))
             if "report" in steps:
                 for subject in sorted({spec.subject for spec in runs}):
                     with timed(logger, f"sub-{subject}: report"):
@@ -211,10 +222,6 @@ def resolve_steps(config: Config) -> tuple[str, ...]:
     for attr, flag, stage in _STAGE_INPUTS:
         if getattr(config.inputs, attr) is not None:
             _unavailable_input(flag, stage)
-    if config.science.atlas is not None:
-        _unavailable_input("--atlas", "targets")
-    if config.science.rois:
-        _unavailable_input("--rois", "targets")
     return tuple(s for s in STEPS if s in requested)
 
 
@@ -277,119 +284,53 @@ def new_run_id() -> str:
 # --------------------------------------------------------------------------- per run
 
 
-def _run_one(
-    spec: RunSpec,
-    layout: Any,
-    config: Config,
-    output_dir: Path,
-    bids_dir: Path,
-    steps: Iterable[str],
-) -> RunOutcome:
+def _run_one(ctx: RunContext, steps: Iterable[str]) -> RunOutcome:
+    outcome = RunOutcome(ctx.spec, "done")
     with capture_warnings() as caught:
         try:
-            outcome = RunOutcome(spec, "done")
-            if "sync" in steps:
-                outcome = _sync_stage(spec, layout, config, output_dir, bids_dir)
+            for step in steps:
+                if step in RUN_STAGES:
+                    outcome.stages[step] = _stage(ctx, step)
         except NeuroboltError as exc:
-            if config.execution.on_error == "abort":
+            if ctx.config.execution.on_error == "abort":
                 raise
-            logger.error("%s failed: %s", spec.label, exc.message)
-            outcome = RunOutcome(spec, "failed", exc.message)
-    if outcome.status != "skipped":
-        writer.write_json(naming.warnings_path(output_dir, spec.label), caught)
+            logger.error("%s failed: %s", ctx.spec.label, exc.message)
+            outcome.status, outcome.detail = "failed", exc.message
+    if any(r.status == "done" for r in outcome.stages.values()) or outcome.status == "failed":
+        writer.write_json(naming.warnings_path(ctx.output_dir, ctx.spec.label), caught)
     return outcome
 
 
-def _sync_stage(
-    spec: RunSpec, layout: Any, config: Config, output_dir: Path, bids_dir: Path
-) -> RunOutcome:
-    table_path = naming.sync_table_path(output_dir, spec.entities)
-    sidecar = naming.sidecar_path(table_path)
-    digest = config.science.digest()
-    if _up_to_date(table_path, sidecar, digest):
-        logger.info("%s: sync table up to date, skipped.", spec.label)
-        return RunOutcome(spec, "skipped", outputs=[table_path, sidecar])
-    with timed(logger, f"{spec.label}: sync"):
-        header = read_header(spec)
-        bold = None
-        if spec.bold is not None:
-            bold = read_bold_info(spec.bold, layout.get_metadata(str(spec.bold)))
-        result = synchronise(header, bold, config.science.sync)
-        if result is None:
-            return RunOutcome(spec, "eeg-only", "no volume markers")
-        writer.write_text(
-            naming.figure_path(output_dir, spec.entities, "syncintervals", "eeg"),
-            figures.sync_intervals(
-                result.volume_samples, result.sfreq, result.repetition_time, result.tolerance
-            ),
-        )
-        writer.write_tsv(table_path, result.to_events())
-        writer.write_json(sidecar, _sync_sidecar(result, spec, config, bids_dir))
-    logger.debug(
-        "%s: %d volumes aligned (marker '%s' from the %s), TR %.4f s.",
-        spec.label,
-        result.n_volumes,
-        result.marker,
-        result.marker_source,
-        result.measured_tr,
-    )
-    return RunOutcome(spec, "done", outputs=[table_path, sidecar])
-
-
-def _sync_sidecar(
-    result: SyncResult, spec: RunSpec, config: Config, bids_dir: Path
-) -> dict[str, Any]:
-    sources = [writer.bids_uri(bids_dir, spec.eeg)]
-    if spec.bold is not None:
-        sources.append(writer.bids_uri(bids_dir, spec.bold))
-    sync = config.science.sync
-    return {
-        "Description": naming.DESCRIPTIONS["sync"],
-        "onset": {"Description": "Marker time from the first EEG sample.", "Units": "s"},
-        "duration": {"Description": "Zero: markers are instants.", "Units": "s"},
-        "trial_type": {
-            "Description": "Kind of scanner marker.",
-            "Levels": {"volume": "start of a BOLD volume", "slice": "start of a slice"},
-        },
-        "sample": {"Description": "Zero-based EEG sample index at the native sampling rate."},
-        "volume": {"Description": "Zero-based index of the BOLD volume (4th NIfTI axis)."},
-        "slice": {"Description": "Rank of the slice marker within its volume, from 0."},
-        **result.describe(),
-        "Sources": sources,
-        "Parameters": {
-            "VolumeMarkerNames": list(sync.volume_markers),
-            "SliceMarkerNames": list(sync.slice_markers),
-            "SkipMarkers": sync.skip_markers,
-            "ToleranceSamples": sync.tolerance_samples,
-            "ToleranceFraction": sync.tolerance_fraction,
-        },
-        "RandomSeed": config.science.random_seed,
-        "ScienceHash": config.science.digest(),
-        "SoftwareVersion": f"bids-neurobolt {__version__}",
-    }
-
-
-def _up_to_date(table: Path, sidecar: Path, digest: str) -> bool:
-    if not (table.is_file() and sidecar.is_file()):
-        return False
-    try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return meta.get("ScienceHash") == digest
+def _stage(ctx: RunContext, step: str) -> StageResult:
+    start = time.perf_counter()
+    result = RUN_STAGES[step](ctx)
+    elapsed = time.perf_counter() - start
+    if result.status == "done":
+        logger.info("%s: %s (%.1f s)", ctx.spec.label, step, elapsed)
+    elif result.status == "skipped":
+        logger.info("%s: %s up to date, skipped.", ctx.spec.label, step)
+    else:
+        logger.info("%s: %s not applicable (%s).", ctx.spec.label, step, result.detail)
+    return result
 
 
 # --------------------------------------------------------------------------- helpers
 
 
 def _report(summary: Summary) -> None:
-    done, skipped = summary.count("done"), summary.count("skipped")
-    eeg_only, failed = summary.count("eeg-only"), summary.count("failed")
+    parts = []
+    for step in RUN_STAGES:
+        counts = Counter(o.stages[step].status for o in summary.outcomes if step in o.stages)
+        if counts:
+            parts.append(
+                f"{step} {counts['done']} done, {counts['skipped']} up to date, "
+                f"{counts['not applicable']} not applicable"
+            )
+    failed = summary.count("failed")
     logger.info(
-        "finished: %d run(s) synchronised, %d up to date, %d EEG-only without markers, %d failed.",
-        done,
-        skipped,
-        eeg_only,
+        "finished %d run(s): %s; %d failed.",
+        len(summary.outcomes),
+        "; ".join(parts) or "no stage ran",
         failed,
     )
     if failed:

@@ -26,6 +26,8 @@ write them (`--participant-label 01 02`), or repeated (`--participant-label 01
 COMMANDS = (
     ("bids-neurobolt", "bids_neurobolt.cli", "cli"),
     ("bids-neurobolt-simulate", "bids_neurobolt.simulate.cli", "main"),
+    ("bids-neurobolt-fetch", "bids_neurobolt.fetch", "main"),
+    ("bids-neurobolt-docker", "bids_neurobolt.docker", "main"),
 )
 
 

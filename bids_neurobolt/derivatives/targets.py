@@ -5,7 +5,8 @@ one column per ROI, the global signal last. The sidecar follows BEP012: it carri
 ``SamplingFrequency`` (1/TR), a description of every column, ``Sources`` (BIDS URIs
 of the inputs) and every parameter that produced the values, including the scaling
 statistics needed to map predictions back to BOLD units. Both files are written
-atomically (the sidecar first, so a complete TSV always has its sidecar).
+atomically, the TSV first and the sidecar last: a sidecar whose settings hash matches
+marks a complete result that a rerun may reuse.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def write_targets(
     """
     tsv = naming.timeseries_path(output_dir, entities, atlas_label, desc="bold")
     sidecar = naming.sidecar_path(tsv)
+    text = result.table.to_csv(
+        sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n"
+    )
+    writer.write_text(tsv, text)
     writer.write_json(
         sidecar,
         targets_sidecar(
@@ -68,10 +73,6 @@ def write_targets(
             extra=extra,
         ),
     )
-    text = result.table.to_csv(
-        sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n"
-    )
-    writer.write_text(tsv, text)
     return tsv, sidecar
 
 

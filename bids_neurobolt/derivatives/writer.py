@@ -43,6 +43,12 @@ BIDSIGNORE: tuple[str, ...] = (
     "figures",  # no trailing slash: bids-validator-deno then matches sub-*/figures too
     "*.html",
     "*_quality.json",
+    # ROI time series and model metrics follow BEP012/BEP017 naming, which the BIDS schema
+    # (1.10) does not include yet.
+    "*_timeseries.tsv",
+    "*_timeseries.json",
+    "*_metrics.tsv",
+    "*_metrics.json",
 )
 
 

@@ -84,3 +84,9 @@ def make_readonly() -> Callable[[Path], None]:
     yield _apply
     for path in touched:
         path.chmod(path.stat().st_mode | 0o200)
+
+
+def atlas_args(bids_root: Path) -> tuple[str, str]:
+    """``--atlas`` with the atlas the simulator planted its ROI signals in."""
+    atlas = bids_root / "sourcedata/simulation/tpl-MNI152NLin2009cAsym_atlas-simulated_dseg.nii.gz"
+    return ("--atlas", str(atlas))

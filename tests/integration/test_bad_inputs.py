@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from .conftest import run_cli, tree_digest
+from .conftest import atlas_args, run_cli, tree_digest
 
 EEG = "sub-01/eeg/sub-01_task-rest"
 BOLD = "sub-01/func/sub-01_task-rest_bold.nii.gz"
@@ -165,6 +165,7 @@ def test_bad_input_gives_a_clear_message_and_exit_code(
         "--participant-label",
         "01",
         "--skip-bids-validation",
+        *atlas_args(dataset_copy),
         *case.extra_args,
     )
 
@@ -203,7 +204,14 @@ def test_on_error_continue_processes_the_other_runs(dataset_copy: Path, tmp_path
     out = tmp_path / "out"
 
     result = run_cli(
-        dataset_copy, out, "participant", "-w", tmp_path / "w", "--on-error", "continue"
+        dataset_copy,
+        out,
+        "participant",
+        "-w",
+        tmp_path / "w",
+        "--on-error",
+        "continue",
+        *atlas_args(dataset_copy),
     )
 
     assert result.exit_code == 1, result.output
@@ -219,7 +227,15 @@ def test_skip_markers_fixes_leading_dummy_markers(dataset_copy: Path, tmp_path: 
 
     edit_volume_markers(dataset_copy, prepend_two)
     out = tmp_path / "out"
-    common = (dataset_copy, out, "participant", "-w", tmp_path / "w", "--skip-bids-validation")
+    common = (
+        dataset_copy,
+        out,
+        "participant",
+        "-w",
+        tmp_path / "w",
+        "--skip-bids-validation",
+        *atlas_args(dataset_copy),
+    )
 
     assert run_cli(*common, "--participant-label", "01").exit_code == 65
     result = run_cli(*common, "--participant-label", "01", "--skip-markers", "2")
@@ -227,3 +243,15 @@ def test_skip_markers_fixes_leading_dummy_markers(dataset_copy: Path, tmp_path: 
     assert result.exit_code == 0, result.output
     table = pd.read_csv(next(out.rglob("sub-01_*_desc-sync_events.tsv")), sep="\t")
     assert (table.trial_type == "volume").sum() == 24
+
+
+def test_atlas_not_cached_fails_before_any_run(small_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_cli(
+        small_dataset, out, "participant", "-w", tmp_path / "w", "--atlas-cache", tmp_path / "c"
+    )
+    assert result.exit_code == 66
+    assert "bids-neurobolt-fetch --atlas difumo64" in result.output
+    assert str(tmp_path / "c") in result.output
+    assert not (out / "dataset_description.json").exists(), "results written before the check"
+    assert not list(out.glob("sub-*"))

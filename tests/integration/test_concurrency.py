@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .conftest import tree_digest
+from .conftest import atlas_args, tree_digest
 
 
 def test_parallel_jobs_share_one_output_folder(small_dataset: Path, tmp_path: Path) -> None:
@@ -30,6 +30,7 @@ def test_parallel_jobs_share_one_output_folder(small_dataset: Path, tmp_path: Pa
                 "-w",
                 str(tmp_path / "work"),  # shared on purpose: each job indexes in its own folder
                 "--skip-bids-validation",
+                *atlas_args(small_dataset),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -43,7 +44,7 @@ def test_parallel_jobs_share_one_output_folder(small_dataset: Path, tmp_path: Pa
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
     descriptions = pd.read_csv(out / "descriptions.tsv", sep="\t")
-    assert descriptions["desc_id"].tolist() == ["desc-sync"]
+    assert descriptions["desc_id"].tolist() == ["desc-bold", "desc-sync"]
     for subject in ("01", "02"):
         table = next((out / f"sub-{subject}" / "eeg").glob("*_desc-sync_events.tsv"))
         assert (pd.read_csv(table, sep="\t").trial_type == "volume").sum() == 24

@@ -13,10 +13,12 @@ import pytest
 
 from bids_neurobolt.derivatives import writer
 
+from .conftest import atlas_args
+
 
 def _command(bids: Path, out: Path, work: Path) -> list[str]:
     return [sys.executable, "-m", "bids_neurobolt", str(bids), str(out), "participant",
-            "-w", str(work), "--skip-bids-validation", "-q"]  # fmt: skip
+            "-w", str(work), "--skip-bids-validation", "-q", *atlas_args(bids)]  # fmt: skip
 
 
 def _trusted_outputs_are_whole(out: Path) -> None:

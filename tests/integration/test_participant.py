@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.signal import detrend
 
 from bids_neurobolt import __version__
+from bids_neurobolt.fmri.targets import lowpass_filter
 from bids_neurobolt.simulate import load_ground_truth
 
-from .conftest import run_cli, tree_digest
+from .conftest import atlas_args, run_cli, tree_digest
 
 
 def _sync_table(out: Path, subject: str, session: str | None = None) -> pd.DataFrame:
@@ -29,7 +31,7 @@ def test_participant_level_writes_sync_tables_matching_the_ground_truth(
     before = tree_digest(small_dataset)
     out, work = tmp_path / "out", tmp_path / "work"
 
-    result = run_cli(small_dataset, out, "participant", "-w", work)
+    result = run_cli(small_dataset, out, "participant", "-w", work, *atlas_args(small_dataset))
 
     assert result.exit_code == 0, result.output
     assert tree_digest(small_dataset) == before, "the input dataset was modified"
@@ -46,6 +48,8 @@ def test_participant_level_writes_sync_tables_matching_the_ground_truth(
         assert sidecar["VolumeMarker"] == "Response/R128"
         assert sidecar["MeasuredRepetitionTime"] == pytest.approx(2.0, abs=1e-3)
 
+        _check_targets_recover_planted_signals(out, subject, truth)
+
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
     assert description["GeneratedBy"][0]["Name"] == "bids-neurobolt"
@@ -55,27 +59,52 @@ def test_participant_level_writes_sync_tables_matching_the_ground_truth(
     assert not list(out.rglob("*.tmp")), "temporary files left behind"
 
 
+def _check_targets_recover_planted_signals(out: Path, subject: str, truth) -> None:
+    """The ROI targets follow the planted noise-free ROI signals (same detrend + low-pass)."""
+    (path,) = (out / f"sub-{subject}" / "func").glob("*_atlas-simulated_desc-bold_timeseries.tsv")
+    table = pd.read_csv(path, sep="\t")
+    assert list(table.columns) == [*truth.roi_names, "global signal"]
+    reference = lowpass_filter(detrend(truth.bold_roi_signals(), axis=0), 2.0)
+    r = [np.corrcoef(reference[:, i], table.iloc[:, i])[0, 1] for i in range(reference.shape[1])]
+    assert np.median(r) >= 0.9 and min(r) >= 0.75, r
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["SamplingFrequency"] == pytest.approx(0.5)
+    assert sidecar["ScienceHash"] and sidecar["RandomSeed"] == 0
+
+
 def test_rerun_skips_runs_that_are_up_to_date(small_dataset: Path, tmp_path: Path) -> None:
     out, work = tmp_path / "out", tmp_path / "work"
-    assert run_cli(small_dataset, out, "participant", "-w", work).exit_code == 0
+    atlas = atlas_args(small_dataset)
+    assert run_cli(small_dataset, out, "participant", "-w", work, *atlas).exit_code == 0
     table = next(out.rglob("sub-01_*_desc-sync_events.tsv"))
     first_mtime = table.stat().st_mtime_ns
 
-    result = run_cli(small_dataset, out, "participant", "-w", work, "-v")
+    result = run_cli(small_dataset, out, "participant", "-w", work, "-v", *atlas)
 
     assert result.exit_code == 0, result.output
-    assert "0 run(s) synchronised, 2 up to date" in result.output
+    assert "sync 0 done, 2 up to date" in result.output
+    assert "targets 0 done, 2 up to date" in result.output
     assert table.stat().st_mtime_ns == first_mtime
 
     # A science setting that changes the result is not "up to date".
-    result = run_cli(small_dataset, out, "participant", "-w", work, "--volume-marker", "R128")
-    assert "2 run(s) synchronised, 0 up to date" in result.output
+    result = run_cli(
+        small_dataset, out, "participant", "-w", work, "--volume-marker", "R128", *atlas
+    )
+    assert "sync 2 done, 0 up to date" in result.output
+    assert "targets 0 done, 2 up to date" in result.output  # markers do not change targets
 
 
 def test_participant_label_selects_one_subject(small_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = run_cli(
-        small_dataset, out, "participant", "-w", tmp_path / "w", "--participant-label", "sub-02"
+        small_dataset,
+        out,
+        "participant",
+        "-w",
+        tmp_path / "w",
+        "--participant-label",
+        "sub-02",
+        *atlas_args(small_dataset),
     )
     assert result.exit_code == 0, result.output
     assert not (out / "sub-01").exists()
@@ -87,7 +116,9 @@ def test_eeg_only_sessions_are_kept_without_a_sync_table(
 ) -> None:
     out = tmp_path / "out"
 
-    result = run_cli(sessions_dataset, out, "participant", "-w", tmp_path / "w")
+    result = run_cli(
+        sessions_dataset, out, "participant", "-w", tmp_path / "w", *atlas_args(sessions_dataset)
+    )
 
     assert result.exit_code == 0, result.output
     assert "1 with BOLD, 1 EEG-only" in result.output
@@ -99,7 +130,10 @@ def test_group_level_after_participant_says_there_is_nothing_to_aggregate(
     small_dataset: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    assert run_cli(small_dataset, out, "participant", "-w", tmp_path / "w").exit_code == 0
+    result = run_cli(
+        small_dataset, out, "participant", "-w", tmp_path / "w", *atlas_args(small_dataset)
+    )
+    assert result.exit_code == 0, result.output
 
     result = run_cli(small_dataset, out, "group", "-w", tmp_path / "w")
 
@@ -119,7 +153,14 @@ def test_read_only_input_is_processed(dataset_copy: Path, tmp_path: Path, make_r
     make_readonly(dataset_copy)
     before = tree_digest(dataset_copy)
 
-    result = run_cli(dataset_copy, tmp_path / "out", "participant", "-w", tmp_path / "w")
+    result = run_cli(
+        dataset_copy,
+        tmp_path / "out",
+        "participant",
+        "-w",
+        tmp_path / "w",
+        *atlas_args(dataset_copy),
+    )
 
     assert result.exit_code == 0, result.output
     assert tree_digest(dataset_copy) == before
@@ -129,7 +170,10 @@ def test_read_only_input_is_processed(dataset_copy: Path, tmp_path: Path, make_r
 @pytest.mark.skipif(shutil.which("bids-validator-deno") is None, reason="validator absent")
 def test_input_and_output_pass_the_bids_validator(small_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert run_cli(small_dataset, out, "participant", "-w", tmp_path / "w").exit_code == 0
+    result = run_cli(
+        small_dataset, out, "participant", "-w", tmp_path / "w", *atlas_args(small_dataset)
+    )
+    assert result.exit_code == 0, result.output
     for root in (small_dataset, out):
         completed = subprocess.run(
             ["bids-validator-deno", "--format", "json", str(root)],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import run_cli
+from .conftest import atlas_args, run_cli
 
 
 class _Links(HTMLParser):
@@ -31,7 +31,9 @@ class _Links(HTMLParser):
 @pytest.fixture(scope="module")
 def report_dir(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("report") / "out"
-    result = run_cli(small_dataset, out, "participant", "-w", out.parent / "w")
+    result = run_cli(
+        small_dataset, out, "participant", "-w", out.parent / "w", *atlas_args(small_dataset)
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -64,7 +66,13 @@ def test_warnings_of_a_run_reach_its_report(dataset_copy: Path, tmp_path: Path) 
     )
     out = tmp_path / "out"
     result = run_cli(
-        dataset_copy, out, "participant", "-w", tmp_path / "w", "--skip-bids-validation"
+        dataset_copy,
+        out,
+        "participant",
+        "-w",
+        tmp_path / "w",
+        "--skip-bids-validation",
+        *atlas_args(dataset_copy),
     )
     assert result.exit_code == 0, result.output
 
