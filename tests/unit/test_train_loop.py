@@ -1,0 +1,197 @@
+"""Training loop: loss goes down, CPU determinism, recipe (groups, schedule), selection."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from bids_neurobolt.errors import DataError, NeuroboltWarning
+from bids_neurobolt.model import NeuroBOLT, NeuroBOLTConfig
+from bids_neurobolt.train.loop import (
+    Runtime,
+    TrainConfig,
+    fit,
+    lr_schedule,
+    param_groups,
+    predict,
+    train_neurobolt,
+    train_step,
+)
+from bids_neurobolt.train.splits import Split, intra_scan_split
+from bids_neurobolt.train.windows import WindowStack
+
+#: Smaller than the sloppy model (4 s windows) to keep these tests fast on 2 cores.
+TINY = NeuroBOLTConfig(
+    window=4.0, conv_channels=4, depth=1, heads=4, spectral_depth=1, spectral_heads=4,
+    spectral_steps=8,
+)  # fmt: skip
+N_TIMES = TINY.n_times
+CHANNELS = ["Fp1", "Cz", "O1"]
+QUIET = Runtime(device="cpu", progress=False)
+
+
+def toy_problem(n=48, seed=0):
+    """Windows whose alpha amplitude drives the two targets (sign-flipped)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(N_TIMES) / 200.0
+    amp = rng.uniform(0.2, 1.5, size=n)
+    x = rng.normal(0, 0.1, size=(n, 3, N_TIMES))
+    x += amp[:, None, None] * np.sin(2 * np.pi * 10 * t + rng.uniform(0, 6, size=(n, 3, 1)))
+    y = np.stack([amp - amp.mean(), amp.mean() - amp], axis=1) * 2
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+def test_training_steps_lower_the_loss():
+    x, y = toy_problem(16)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    model = NeuroBOLT(CHANNELS, 2, config=TINY, seed=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.eval()
+    with torch.no_grad():
+        before = torch.nn.functional.mse_loss(model(xt), yt).item()
+    model.train()
+    for _ in range(10):
+        train_step(model, optimizer, xt, yt)
+    model.eval()
+    with torch.no_grad():
+        after = torch.nn.functional.mse_loss(model(xt), yt).item()
+    assert after < 0.5 * before
+
+
+def test_micro_batches_give_the_same_step():
+    x, y = toy_problem(8)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    results = []
+    for micro in (1, 4):
+        model = NeuroBOLT(CHANNELS, 2, config=TINY, seed=0).eval()  # no dropout: exact
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        loss = train_step(model, optimizer, xt, yt, micro_batches=micro)
+        results.append((loss, model.head.weight.detach().clone()))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-7)
+
+
+def run(seed, x, y, split, **kw):
+    return train_neurobolt(
+        x, y, split, ch_names=CHANNELS, roi_names=["a", "b"], sloppy=True, seed=seed,
+        model_config=TINY, runtime=QUIET, **kw,
+    )  # fmt: skip
+
+
+def test_cpu_training_is_deterministic_given_the_seed():
+    x, y = toy_problem(40)
+    split = Split(np.arange(28), np.arange(30, 35), np.arange(36, 40))
+    a, b, c = run(1, x, y, split), run(1, x, y, split), run(2, x, y, split)
+    np.testing.assert_array_equal(a.predictions, b.predictions)
+    np.testing.assert_array_equal(a.history["train_loss"], b.history["train_loss"])
+    assert not np.array_equal(a.predictions, c.predictions)
+
+
+def test_best_epoch_is_chosen_on_validation_and_reported():
+    x, y = toy_problem(48)
+    split = intra_scan_split(48, gap=1)
+    rows = []
+    result = run(0, x, y, split, train_config=TrainConfig.sloppy(epochs=3), callback=rows.append)
+    history = result.history
+    assert list(history.columns) == [
+        "epoch", "lr", "train_loss", "val_loss", "val_pearson_r", "seconds", "windows_per_second"
+    ]  # fmt: skip
+    assert len(rows) == 3 and rows[-1]["epoch"] == 3
+    assert result.best_epoch == int(history["val_loss"].idxmin()) + 1
+    # the kept weights are the best epoch's: their validation MSE is the logged one
+    val = result.metrics.query("split == 'val'")["mse"].mean()
+    assert val == pytest.approx(history["val_loss"].min(), rel=1e-5)
+    assert set(result.metrics["split"]) == {"train", "val", "test"}
+    assert result.predictions.shape == (48, 2)
+    assert result.precision == "fp32" and result.device == "cpu"
+    assert result.extra["train_config"]["epochs"] == 3
+
+
+def test_param_groups_follow_the_recipe():
+    config = NeuroBOLTConfig(conv_channels=4, heads=4, spectral_depth=1, spectral_heads=4)
+    model = NeuroBOLT(["Cz"], 1, config=config, seed=0)
+    groups = param_groups(model, weight_decay=0.05, layer_decay=0.65)
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+
+    def group(name):
+        return by_param[id(named[name])]
+
+    assert group("labram.patch_embed.conv1.weight")["lr_scale"] == pytest.approx(0.65**13)
+    assert group("labram.pos_embed")["lr_scale"] == pytest.approx(0.0037, abs=1e-4)
+    assert group("labram.blocks.0.attn.qkv.weight")["lr_scale"] == pytest.approx(0.0057, abs=1e-4)
+    assert group("labram.blocks.11.mlp.fc1.weight")["lr_scale"] == pytest.approx(0.65)
+    for name in ("labram.time_embed", "labram.fc_norm.weight", "spectral.layers.0.attn.qkv.weight",
+                 "head.weight"):  # fmt: skip
+        assert group(name)["lr_scale"] == 1.0
+    no_decay = (
+        "labram.pos_embed", "labram.cls_token", "labram.time_embed", "labram.blocks.3.gamma_1",
+        "labram.blocks.3.norm1.weight", "labram.blocks.3.attn.proj.bias",
+        "spectral.layers.0.norm1.weight", "head.bias",
+    )  # fmt: skip
+    for name in no_decay:
+        assert group(name)["weight_decay"] == 0.0, name
+    for name in ("labram.blocks.3.attn.qkv.weight", "spectral.freq_proj.0.weight",
+                 "spectral.channel_tokens.weight", "head.weight"):  # fmt: skip
+        assert group(name)["weight_decay"] == 0.05, name
+    assert sum(len(g["params"]) for g in groups) == len(named)
+
+
+def test_lr_schedule_warms_up_then_cosine_decays():
+    lr = lr_schedule(3e-4, 1e-6, epochs=20, steps_per_epoch=28, warmup_epochs=5)
+    assert lr.size == 560
+    assert lr[0] == 0.0 and lr[139] == pytest.approx(3e-4)
+    assert np.all(np.diff(lr[:140]) > 0) and np.all(np.diff(lr[140:]) <= 0)
+    assert lr[140] == pytest.approx(3e-4) and lr[-1] == pytest.approx(1e-6, abs=2e-8)
+    short = lr_schedule(1e-3, 0.0, epochs=2, steps_per_epoch=3, warmup_epochs=5)
+    assert short.size == 6 and short[-1] == pytest.approx(1e-3)  # warm-up clipped
+
+
+def test_out_of_memory_splits_batches_and_warns(monkeypatch):
+    x, y = toy_problem(24)
+    split = Split(np.arange(16), np.arange(16, 20), np.arange(20, 24))
+    model = NeuroBOLT(CHANNELS, 2, config=TINY, seed=0)
+    forward = model.forward
+
+    def small_batches_only(inputs):
+        if model.training and inputs.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return forward(inputs)
+
+    monkeypatch.setattr(model, "forward", small_batches_only)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fit(model, x, y, split, TrainConfig.sloppy(batch_size=8, epochs=1), QUIET)
+    assert result.micro_batches == 4
+    assert any(issubclass(w.category, NeuroboltWarning) for w in caught)
+    assert np.isfinite(result.history["train_loss"]).all()
+
+
+def test_predict_reads_arrays_memory_maps_and_stacks(tmp_path):
+    x, _ = toy_problem(10)
+    model = NeuroBOLT(CHANNELS, 2, config=TINY, seed=0)
+    path = tmp_path / "w.npy"
+    np.save(path, x)
+    mapped = np.load(path, mmap_mode="r")
+    plain = predict(model, x, runtime=Runtime(device="cpu", progress=False, eval_batch_size=4))
+    assert plain.shape == (10, 2) and plain.dtype == np.float32
+    np.testing.assert_allclose(predict(model, mapped), plain, rtol=1e-5, atol=1e-7)
+    stacked = WindowStack([mapped[:3], mapped[3:]])
+    np.testing.assert_allclose(predict(model, stacked), plain, rtol=1e-5, atol=1e-7)
+
+
+def test_bad_inputs_are_data_errors():
+    x, y = toy_problem(10)
+    model = NeuroBOLT(CHANNELS, 2, config=TINY, seed=0)
+    split = Split(np.arange(6), np.arange(6, 8), np.arange(8, 10))
+    with pytest.raises(DataError, match="target rows"):
+        fit(model, x, y[:9], split, runtime=QUIET)
+    y_nan = y.copy()
+    y_nan[7, 1] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        fit(model, x, y_nan, split, runtime=QUIET)
+    with pytest.raises(DataError, match="target columns"):
+        fit(model, x, y[:, :1], split, runtime=QUIET)
