@@ -22,6 +22,7 @@ from bids_neurobolt.config import (
     CONFOUND_STRATEGIES,
     DEVICES,
     ON_ERROR,
+    REMOVAL_MODES,
     SCALINGS,
     STEPS,
     Config,
@@ -211,6 +212,10 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
     put("science.sync", "volume_markers", params["volume_marker"], name="volume_marker")
     put("science.sync", "slice_markers", params["slice_marker"], name="slice_marker")
     put("science.sync", "skip_markers", params["skip_markers"])
+    put("science.clean", "gradient", params["gradient_removal"], name="gradient_removal")
+    put("science.clean", "bcg", params["bcg_removal"], name="bcg_removal")
+    for key in ("aas_window", "obs_components", "bcg_components"):
+        put("science.clean", key, params[key])
     if params["work_dir"] is not None:
         put("execution", "work_dir", str(params["work_dir"]))
     put("execution", "steps", _split_steps(params["steps"]))
@@ -333,6 +338,43 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
     show_default=True,
     help="Ignore this many leading volume markers (dummy scans the scanner "
     "triggered but did not save in the BOLD file).",
+)
+@click.option(
+    "--gradient-removal",
+    type=click.Choice(REMOVAL_MODES),
+    default="auto",
+    show_default=True,
+    help="MR gradient artifact removal ('clean' stage); 'auto': when the run has volume "
+    "markers, 'off' for EEG already corrected by the recording software.",
+)
+@click.option(
+    "--bcg-removal",
+    type=click.Choice(REMOVAL_MODES),
+    default="auto",
+    show_default=True,
+    help="Ballistocardiogram removal ('clean' stage); 'auto': when the run has volume markers.",
+)
+@click.option(
+    "--aas-window",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Artifacts averaged into each gradient template; 0: at least 30, spanning 4 s.",
+)
+@click.option(
+    "--obs-components",
+    type=click.IntRange(min=-1),
+    default=-1,
+    show_default=True,
+    help="Principal components of the gradient residuals fitted per artifact (OBS); "
+    "-1: chosen automatically, 0: no OBS.",
+)
+@click.option(
+    "--bcg-components",
+    type=click.IntRange(min=1, max=20),
+    default=4,
+    show_default=True,
+    help="Principal components of the BCG fitted per heartbeat (OBS).",
 )
 @click.option(
     "--model",

@@ -95,6 +95,61 @@ class SyncConfig:
             )
 
 
+#: Modes of the gradient and BCG removal.
+REMOVAL_MODES: tuple[str, ...] = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """How MR artifacts are removed from the EEG (``clean`` stage).
+
+    Attributes
+    ----------
+    gradient : {"auto", "on", "off"}
+        Gradient artifact removal; ``auto`` removes it when the run has volume markers.
+    bcg : {"auto", "on", "off"}
+        Ballistocardiogram removal; ``auto`` removes it when the run has volume markers.
+    aas_window : int
+        Artifacts averaged into each gradient template; 0 takes at least 30 and enough
+        to span 4 s (see :class:`bids_neurobolt.eeg.gradient.GradientParams`).
+    obs_components : int
+        Principal components of the gradient residuals fitted per artifact (OBS); -1
+        chooses them automatically (those locked to the scanner), 0 disables OBS.
+    bcg_components : int
+        Principal components of the beat-locked BCG fitted per beat (OBS).
+    highpass : float
+        High-pass edge (Hz) of the cleaned EEG; 0 for none.
+    lowpass : float
+        Low-pass edge (Hz) of the cleaned EEG (applied before resampling to 200 Hz).
+    """
+
+    gradient: str = "auto"
+    bcg: str = "auto"
+    aas_window: int = 0
+    obs_components: int = -1
+    bcg_components: int = 4
+    highpass: float = 0.0
+    lowpass: float = 75.0
+
+    def __post_init__(self) -> None:
+        _check_choice("clean.gradient", self.gradient, REMOVAL_MODES)
+        _check_choice("clean.bcg", self.bcg, REMOVAL_MODES)
+        if self.aas_window < 0 or self.aas_window == 1:
+            raise ConfigError(
+                f"clean.aas_window must be 0 (automatic) or >= 2. Got {self.aas_window!r}."
+            )
+        if self.obs_components < -1 or not 1 <= self.bcg_components <= 20:
+            raise ConfigError(
+                "clean.obs_components must be >= -1 and clean.bcg_components in [1, 20]. "
+                f"Got {self.obs_components!r} and {self.bcg_components!r}."
+            )
+        if not 0 <= self.highpass < self.lowpass <= 100:
+            raise ConfigError(
+                "clean.highpass and clean.lowpass must satisfy 0 <= highpass < lowpass <= 100 "
+                f"(Hz; the output rate is 200 Hz). Got {self.highpass!r} and {self.lowpass!r}."
+            )
+
+
 @dataclass(frozen=True)
 class ScienceConfig:
     """Settings that determine the results; hashed and recorded in every sidecar.
@@ -103,6 +158,8 @@ class ScienceConfig:
     ----------
     sync : SyncConfig
         Volume-marker detection and checks.
+    clean : CleanConfig
+        MR-artifact removal from the EEG.
     atlas : str | None
         Atlas registry name or path (used by the ``targets`` stage).
     rois : tuple of str
@@ -121,6 +178,7 @@ class ScienceConfig:
     """
 
     sync: SyncConfig = field(default_factory=SyncConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
     atlas: str | None = None
     rois: tuple[str, ...] = ()
     confounds: str = "motion6"
@@ -173,9 +231,19 @@ SCALINGS: tuple[str, ...] = ("absmax", "zscore", "none")
 #: when one of them changed). Later stages include what their inputs depend on.
 STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
     "sync": ("sync",),
-    "clean": ("sync",),
+    "clean": ("sync", "clean"),
     "targets": ("atlas", "rois", "confounds", "scaling", "lowpass"),
-    "model": ("sync", "atlas", "rois", "confounds", "scaling", "lowpass", "random_seed", "sloppy"),
+    "model": (
+        "sync",
+        "clean",
+        "atlas",
+        "rois",
+        "confounds",
+        "scaling",
+        "lowpass",
+        "random_seed",
+        "sloppy",
+    ),
 }
 
 
@@ -343,6 +411,8 @@ class Config:
         _check_keys(science, _field_names(ScienceConfig), "science.")
         sync = dict(science.pop("sync", {}))
         _check_keys(sync, _field_names(SyncConfig), "science.sync.")
+        clean = dict(science.pop("clean", {}))
+        _check_keys(clean, _field_names(CleanConfig), "science.clean.")
         try:
             return cls(
                 inputs=_build(Inputs, data.get("inputs", {}), "inputs."),
@@ -350,6 +420,7 @@ class Config:
                 selection=_build(Selection, data.get("selection", {}), "selection."),
                 science=ScienceConfig(
                     sync=_build(SyncConfig, sync, "science.sync."),
+                    clean=_build(CleanConfig, clean, "science.clean."),
                     **_convert(ScienceConfig, science, "science."),
                 ),
             )

@@ -6,12 +6,21 @@ Participant level, for each selected EEG recording (a :class:`~bids_neurobolt.bi
     find the volume markers, check them against the BOLD run and write the
     per-volume synchronisation table (``desc-sync_events.tsv``).
 
+``clean``
+    remove the MR gradient and ballistocardiogram artifacts from the EEG, filter and
+    resample it to the model rate and write ``desc-clean_eeg.vhdr`` with its sidecars,
+    quality metrics and report figures.
+
+``targets``
+    extract, clean and scale the ROI BOLD targets of runs with BOLD and write
+    ``desc-bold_timeseries.tsv``.
+
 ``report``
     after the runs, write ``sub-<label>.html`` for every selected participant from
     what the stages left in the output folder.
 
-The ``clean``, ``targets`` and ``model`` stages are not part of this version; asking
-for them (or for their inputs) is an error that says so. A run whose outputs exist with
+The ``model`` stage is not part of this version; asking for it (or for its inputs) is
+an error that says so. A run whose outputs exist with
 the same science-configuration hash is skipped; ``--on-error continue`` processes every
 run and reports the failures at the end.
 
@@ -48,6 +57,7 @@ from bids_neurobolt.errors import (
 )
 from bids_neurobolt.log import capture_warnings, log_file, timed
 from bids_neurobolt.report.html import write_participant_report
+from bids_neurobolt.stages import clean as clean_stage
 from bids_neurobolt.stages import sync as sync_stage
 from bids_neurobolt.stages import targets as targets_stage
 from bids_neurobolt.stages.context import RunContext, StageResult
@@ -55,16 +65,21 @@ from bids_neurobolt.stages.context import RunContext, StageResult
 logger = logging.getLogger(__name__)
 
 #: Stages this version provides.
-AVAILABLE_STEPS: tuple[str, ...] = ("sync", "targets", "report")
+AVAILABLE_STEPS: tuple[str, ...] = ("sync", "clean", "targets", "report")
 
 #: Per-run stages, in the order they run.
 RUN_STAGES: dict[str, Callable[[RunContext], StageResult]] = {
     "sync": sync_stage.run,
+    "clean": clean_stage.run,
     "targets": targets_stage.run,
 }
 
 #: The ``desc-`` labels each stage writes (explained in ``descriptions.tsv``).
-_DESC_LABELS: dict[str, tuple[str, ...]] = {"sync": ("sync",), "targets": ("bold",)}
+_DESC_LABELS: dict[str, tuple[str, ...]] = {
+    "sync": ("sync",),
+    "clean": ("clean",),
+    "targets": ("bold",),
+}
 
 #: Options that feed a stage this version does not provide yet: (attribute, flag, stage).
 _STAGE_INPUTS: tuple[tuple[str, str, str], ...] = (

@@ -88,6 +88,7 @@ def write_clean(
     source_sidecar: Mapping[str, Any],
     sources: Sequence[str] = (),
     extra: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Write a run's cleaned EEG derivative files.
 
@@ -104,7 +105,10 @@ def write_clean(
     sources : sequence of str
         BIDS URIs (``bids:raw:...``) of the inputs, for ``Sources``.
     extra : mapping | None
-        More keys for the quality file (e.g. ``ConfigHash``, ``RandomSeed``).
+        More keys for the quality file.
+    provenance : mapping | None
+        Keys for both the ``_eeg.json`` and the quality file (settings hash, seed,
+        software version); the quality file, written last, marks a complete result.
 
     Returns
     -------
@@ -120,8 +124,9 @@ def write_clean(
     def path(suffix: str, ext: str) -> Path:
         return naming.clean_eeg_path(output_dir, entities, suffix, ext)
 
+    sidecar = eeg_sidecar(result, source_sidecar, sources) | dict(provenance or {})
     written = [
-        writer.write_json(path("eeg", ".json"), eeg_sidecar(result, source_sidecar, sources)),
+        writer.write_json(path("eeg", ".json"), sidecar),
         writer.write_tsv(path("channels", ".tsv"), channels_table(result)),
         writer.write_json(path("events", ".json"), EVENTS_SIDECAR),
         writer.write_tsv(path("events", ".tsv"), events_table(result)),
@@ -130,6 +135,7 @@ def write_clean(
     quality = {
         "Description": "Artifact-removal metrics of bids-neurobolt's clean stage.",
         "Sources": list(sources),
+        **dict(provenance or {}),
         **(dict(extra) if extra else {}),
         **result.diagnostics,
     }
@@ -224,11 +230,19 @@ def eeg_sidecar(
     counts = {t: sum(1 for x in types if x == t) for t in ("eeg", "ecg", "eog", "emg")}
     misc = len(types) - sum(counts.values())
     params = result.diagnostics.get("parameters", {})
+    diagnostics = result.diagnostics
+    gradient = diagnostics.get("gradient", {})
+    removal: dict[str, str] = {}
+    if gradient.get("gradient_corrected"):
+        removal["gradient"] = (
+            f"{gradient.get('epoch_kind', 'volume')}-triggered average artifact subtraction "
+            "with sub-sample alignment, then optimal basis sets fitted to the residuals"
+        )
+    if diagnostics.get("bcg", {}).get("bcg_corrected"):
+        reference = "R-peak" if result.cardiac_reference == "ecg" else "EEG-derived heartbeat"
+        removal["ballistocardiogram"] = f"{reference}-locked optimal basis sets"
     filters: dict[str, Any] = {
-        "MRArtifactRemoval": {
-            "gradient": "slice-triggered AAS with sub-sample alignment + OBS of residuals",
-            "ballistocardiogram": "R-peak-locked optimal basis sets",
-        },
+        "MRArtifactRemoval": removal or "none (no volume markers, or disabled)",
         "AntiAliasLowPass": {
             "CutoffHz": 0.8 * result.sfreq / 2 if params.get("h_freq") is None else params["h_freq"]
         },

@@ -130,7 +130,9 @@ class CleanResult:
         JSON-ready metrics and facts for ``desc-clean_quality.json``.
     spectra : dict
         ``freqs`` and median PSDs over EEG channels (``raw``, ``after_gradient``,
-        ``cleaned``, and ``truth`` when given) for the report's figure.
+        ``cleaned``, and ``truth`` when given) for the report's figure, and, when the
+        BCG was removed, ``bcg_template``: ``row`` (the channel with the largest BCG),
+        ``times`` (s from the beat) and its beat-locked average ``before`` and ``after``.
     """
 
     data: NDArray[np.float32]
@@ -328,12 +330,15 @@ def clean_recording(
 
     # ---------------------------------------------------------------- BCG at the work rate
     beats = None
+    figure_data: dict[str, Any] = {}
     if params.bcg_mode == "on" or (params.bcg_mode == "auto" and in_scanner):
         t0 = time.perf_counter()
         with single_threaded_blas():
             beats = find_heartbeats(work, work_sfreq, names, types, good_eeg, plan, diagnostics)
             if beats is not None:
-                fitted = _remove_bcg(work, good_eeg, work_sfreq, beats, params, diagnostics)
+                fitted = _remove_bcg(
+                    work, good_eeg, work_sfreq, beats, params, diagnostics, figure_data
+                )
                 if native is not None:
                     native[good_eeg] -= resample(fitted, work_sfreq, sfreq)[:, :n_samples]
                 del fitted
@@ -355,6 +360,7 @@ def clean_recording(
         "raw": np.median(psd_raw, axis=0),
         "after_gradient": np.median(psd_gradient, axis=0),
         "cleaned": np.median(psd_clean, axis=0),
+        **figure_data,
     }
     diagnostics["spectral"] = spectral_metrics(
         freqs,
@@ -715,14 +721,34 @@ def _remove_bcg(
     beats: bcg.HeartBeats,
     params: CleanParams,
     diagnostics: dict[str, Any],
+    figure_data: dict[str, Any],
 ) -> NDArray[np.float32]:
-    """Remove the BCG from ``work[rows]`` in place; record the beat-locked residual."""
+    """Remove the BCG from ``work[rows]`` in place; record the beat-locked residual.
+
+    ``figure_data`` receives ``bcg_template``: the beat-locked average of the channel
+    with the largest BCG, before and after removal, for the report.
+    """
     window = (-0.4, 0.4) if beats.source == "eeg" else (0.0, 0.8)
     eeg = np.ascontiguousarray(work[rows])
     before = quality.beat_locked_rms(eeg, sfreq, beats.samples, window=window)
+    shown = int(np.nanargmax(before)) if np.isfinite(before).any() else 0
+    template_window = (-0.2, 0.8)
+    template_before = quality.beat_average(
+        eeg[shown : shown + 1], sfreq, beats.samples, window=template_window
+    )
     fitted, info = bcg.remove_bcg(eeg, sfreq, beats, params.bcg_params)
     work[rows] = eeg
     after = quality.beat_locked_rms(eeg, sfreq, beats.samples, window=window)
+    template_after = quality.beat_average(
+        eeg[shown : shown + 1], sfreq, beats.samples, window=template_window
+    )
+    if template_before is not None and template_after is not None:
+        figure_data["bcg_template"] = {
+            "row": int(rows[shown]),
+            "times": template_window[0] + np.arange(template_before.shape[1]) / sfreq,
+            "before": template_before[0],
+            "after": template_after[0],
+        }
     floor = quality.random_locked_rms(eeg, sfreq, beats.samples.size, window=window)
     for key in ("bcg_components", "bcg_template_reliability"):
         if key in info:

@@ -179,15 +179,45 @@ def beat_locked_rms(
     ----------
     .. [1] Allen PJ et al. (1998). NeuroImage 8:229-239.
     """
+    average = beat_average(data, sfreq, beats, window=window)
+    if average is None:
+        return np.full(data.shape[0], np.nan)
+    average -= average.mean(axis=1, keepdims=True)
+    return np.sqrt((average**2).mean(axis=1))
+
+
+def beat_average(
+    data: NDArray[np.floating],
+    sfreq: float,
+    beats: NDArray[np.floating],
+    *,
+    window: tuple[float, float] = (0.0, 0.8),
+) -> NDArray[np.float64] | None:
+    """Average of ``window`` (s) around each beat, per channel (the BCG template).
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_channels, n_samples)
+        Signals (µV).
+    sfreq : float
+        Sampling rate (Hz).
+    beats : array
+        Beat positions in samples at ``sfreq``.
+    window : tuple of float
+        Start and end of the epoch relative to each beat (s).
+
+    Returns
+    -------
+    ndarray, shape (n_channels, n_times) | None
+        The average epoch; None with fewer than two complete epochs.
+    """
     lo, hi = round(window[0] * sfreq), round(window[1] * sfreq)
     starts = np.round(np.asarray(beats, dtype=np.float64)).astype(np.int64) + lo
     starts = starts[(starts >= 0) & (starts + (hi - lo) <= data.shape[-1])]
     if starts.size < 2:
-        return np.full(data.shape[0], np.nan)
+        return None
     view = np.lib.stride_tricks.sliding_window_view(data, hi - lo, axis=-1)
-    average = view[:, starts].mean(axis=1, dtype=np.float64)
-    average -= average.mean(axis=1, keepdims=True)
-    return np.sqrt((average**2).mean(axis=1))
+    return view[:, starts].mean(axis=1, dtype=np.float64)
 
 
 def random_locked_rms(

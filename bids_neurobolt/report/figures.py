@@ -131,3 +131,165 @@ def atlas_overlay(mean_image, atlas_image, n_slices: int = 6) -> str:
         ax.axis("off")
     fig.suptitle("Atlas on the mean BOLD image (voxel grid of the BOLD)", fontsize=9)
     return to_svg(fig)
+
+
+def clean_spectrum(
+    spectra: dict, slice_hz: ArrayLike = (), volume_hz: ArrayLike = (), sfreq: float | None = None
+) -> str:
+    """Plot the median EEG power spectrum before and after artifact removal.
+
+    Parameters
+    ----------
+    spectra : dict
+        ``freqs`` and median PSDs ``raw``, ``after_gradient``, ``cleaned`` and, for a
+        simulation, ``truth`` (µV²/Hz), as in ``CleanResult.spectra``.
+    slice_hz, volume_hz : array-like of float
+        Slice and volume harmonics, marked on the frequency axis.
+    sfreq : float | None
+        Output rate; its Nyquist frequency is marked when given.
+
+    Returns
+    -------
+    str
+        SVG text.
+    """
+    plt = _pyplot()
+    freqs = np.asarray(spectra["freqs"], dtype=float)
+    keep = freqs > 0
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    styles = {
+        "raw": ("raw", "tab:red", 0.9),
+        "after_gradient": ("after gradient removal", "tab:orange", 0.9),
+        "cleaned": ("cleaned (gradient + BCG)", "tab:blue", 1.2),
+        "truth": ("ground truth (simulation)", "k", 0.8),
+    }
+    for key, (label, color, width) in styles.items():
+        if key in spectra:
+            ax.semilogy(
+                freqs[keep], np.asarray(spectra[key])[keep], color=color, lw=width, label=label
+            )
+    for i, f in enumerate(np.asarray(slice_hz, dtype=float)):
+        ax.axvline(
+            f, color="tab:purple", ls=":", lw=0.8, label="slice harmonics" if i == 0 else None
+        )
+    for i, f in enumerate(np.asarray(volume_hz, dtype=float)[:3]):
+        ax.axvline(
+            f, color="tab:green", ls=":", lw=0.6, label="volume harmonics" if i == 0 else None
+        )
+    if sfreq:
+        ax.axvline(sfreq / 2, color="0.5", lw=0.6)
+    ax.set_xlabel("frequency (Hz)")
+    ax.set_ylabel("median PSD over EEG channels (µV²/Hz)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("EEG spectrum during the scan, before and after MR-artifact removal", fontsize=9)
+    return to_svg(fig)
+
+
+def clean_traces(
+    raw: ArrayLike,
+    raw_sfreq: float,
+    clean: ArrayLike,
+    clean_sfreq: float,
+    names: list[str],
+    start: float,
+) -> str:
+    """Plot a few seconds of raw and cleaned EEG, side by side.
+
+    Parameters
+    ----------
+    raw : array, shape (n_channels, n_raw)
+        Raw EEG (µV) at ``raw_sfreq``.
+    raw_sfreq : float
+        Native rate (Hz).
+    clean : array, shape (n_channels, n_clean)
+        The same channels and seconds, cleaned (µV), at ``clean_sfreq``.
+    clean_sfreq : float
+        Output rate (Hz).
+    names : list of str
+        Channel names.
+    start : float
+        Time of the first sample (s from the start of the recording).
+
+    Returns
+    -------
+    str
+        SVG text.
+    """
+    plt = _pyplot()
+    raw, clean = np.asarray(raw, dtype=float), np.asarray(clean, dtype=float)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.5 * len(names) + 1.2), sharey=False)
+    for ax, data, sfreq, title in (
+        (axes[0], raw, raw_sfreq, "raw"),
+        (axes[1], clean, clean_sfreq, "cleaned"),
+    ):
+        centred = data - data.mean(axis=1, keepdims=True)
+        step = 2.5 * float(np.percentile(np.abs(centred), 99)) or 1.0
+        times = start + np.arange(data.shape[1]) / sfreq
+        for k in range(data.shape[0]):
+            ax.plot(times, centred[k] - k * step, lw=0.5, color="tab:blue")
+        ax.set_yticks([-k * step for k in range(len(names))], names, fontsize=7)
+        ax.set_xlabel("time (s)")
+        ax.set_title(f"{title} (channel spacing {step:.3g} µV)", fontsize=9)
+        ax.spines[["top", "right"]].set_visible(False)
+    return to_svg(fig)
+
+
+def bcg_detection(
+    ecg: ArrayLike | None,
+    sfreq: float,
+    beats: ArrayLike,
+    template: dict | None,
+    window: float = 10.0,
+) -> str:
+    """Plot R-peak detection on the cleaned ECG and the BCG template before and after removal.
+
+    Parameters
+    ----------
+    ecg : array | None
+        The gradient-cleaned ECG (µV) at ``sfreq``; None when the recording has none.
+    sfreq : float
+        Rate of ``ecg`` and ``beats`` (Hz).
+    beats : array of int
+        Heartbeats (samples at ``sfreq``).
+    template : dict | None
+        ``times``, ``before``, ``after`` and ``name`` (``CleanResult.spectra["bcg_template"]``).
+    window : float
+        Seconds of ECG shown, from the middle of the recording.
+
+    Returns
+    -------
+    str
+        SVG text.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 2.6), gridspec_kw={"width_ratios": [2, 1]})
+    beats = np.asarray(beats, dtype=np.int64)
+    if ecg is not None:
+        ecg = np.asarray(ecg, dtype=float)
+        first = max(0, ecg.size // 2 - int(window * sfreq / 2))
+        last = min(ecg.size, first + int(window * sfreq))
+        times = np.arange(first, last) / sfreq
+        axes[0].plot(times, ecg[first:last], lw=0.6, color="0.3")
+        shown = beats[(beats >= first) & (beats < last)]
+        axes[0].plot(shown / sfreq, ecg[shown], "v", color="tab:red", ms=5, label="R-peaks")
+        axes[0].legend(fontsize=7, loc="upper right")
+        axes[0].set_title(f"ECG after gradient removal: {beats.size} beats detected", fontsize=9)
+        axes[0].set_ylabel("µV")
+    else:
+        axes[0].text(0.5, 0.5, "no ECG: heartbeats derived from the EEG", ha="center", va="center")
+        axes[0].set_title(f"{beats.size} heartbeats", fontsize=9)
+    axes[0].set_xlabel("time (s)")
+    if template is not None:
+        times = np.asarray(template["times"], dtype=float)
+        axes[1].plot(times, template["before"], color="tab:red", lw=1, label="before")
+        axes[1].plot(times, template["after"], color="tab:blue", lw=1, label="after")
+        axes[1].axvline(0, color="0.5", lw=0.5)
+        axes[1].legend(fontsize=7)
+        axes[1].set_title(f"BCG template, {template['name']}", fontsize=9)
+        axes[1].set_xlabel("time from beat (s)")
+        axes[1].set_ylabel("µV")
+    else:
+        axes[1].axis("off")
+    for ax in axes:
+        ax.spines[["top", "right"]].set_visible(False)
+    return to_svg(fig)

@@ -131,7 +131,7 @@ def collect_runs(output_dir: Path, subject: str) -> list[RunEntry]:
         for sidecar in root.rglob(f"{label}_desc-sync_events.json"):
             entry.sync = json.loads(sidecar.read_text(encoding="utf-8"))
         for quality in root.rglob(f"{label}_desc-clean_quality.json"):
-            entry.quality = _flatten(json.loads(quality.read_text(encoding="utf-8")))
+            entry.quality = quality_rows(json.loads(quality.read_text(encoding="utf-8")))
         for metrics in root.rglob(f"{label}_*desc-neurobolt_metrics.tsv"):
             table = pd.read_csv(metrics, sep="\t")
             entry.metrics = table.to_html(index=False, float_format="%.3f", border=0)
@@ -160,19 +160,95 @@ def _has(run: RunEntry, section: str) -> bool:
     return section in run.figures
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            rows.extend(_flatten(value, f"{name} / "))
-        elif isinstance(value, float):
-            rows.append((name, f"{value:.4g}"))
-        elif isinstance(value, list) and len(value) > 8:
-            rows.append((name, f"{len(value)} values"))
-        else:
-            rows.append((name, str(value)))
-    return rows
+def quality_rows(quality: dict[str, Any]) -> list[tuple[str, str]]:
+    """Pick the metrics a reader checks first from a ``desc-clean_quality.json``.
+
+    Every metric stays in the file; the report shows the ones that tell whether the
+    cleaning worked: what was removed, how much of each artifact is left, the cardiac
+    reference, and the agreement with the ground truth of a simulation.
+    """
+
+    def get(*keys: str) -> Any:
+        value: Any = quality
+        for key in keys:
+            if not isinstance(value, dict) or key not in value:
+                return None
+            value = value[key]
+        return value
+
+    def db(values: list[float] | None) -> str | None:
+        return None if not values else ", ".join(f"{v:+.1f}" for v in values) + " dB"
+
+    gradient, bcg = get("gradient") or {}, get("bcg") or {}
+    rows: list[tuple[str, str | None]] = [
+        (
+            "Recording",
+            f"{get('n_channels')} channels, {get('duration_s')} s at "
+            f"{get('sampling_frequency'):g} Hz",
+        ),
+        (
+            "Bad channels",
+            ", ".join(f"{k} ({v})" for k, v in (get("bad_channels") or {}).items()) or "none",
+        ),
+    ]
+    if gradient.get("gradient_corrected"):
+        rows.append(
+            (
+                "Gradient artifact",
+                f"{gradient['n_epochs']} {gradient['epoch_kind']}-"
+                f"triggered epochs ({gradient.get('trigger_source', 'markers')}), "
+                f"template of {gradient.get('template_window')} artifacts",
+            )
+        )
+    else:
+        rows.append(("Gradient artifact", str(gradient.get("reason", "not removed"))))
+    rows.append(
+        ("Slice harmonics, cleaned vs raw", db(get("spectral", "slice_harmonics", "change_db")))
+    )
+    rows.append(
+        ("Volume harmonics, cleaned vs raw", db(get("spectral", "volume_harmonics", "change_db")))
+    )
+    if bcg.get("bcg_corrected"):
+        rows.append(
+            (
+                "Cardiac reference",
+                f"{bcg.get('cardiac_reference')}: {bcg.get('n_beats')} "
+                f"beats, {bcg.get('heart_rate_bpm')} bpm",
+            )
+        )
+        rms = get("bcg", "beat_locked_rms_uv")
+        if rms:
+            rows.append(
+                (
+                    "Beat-locked RMS, before → after (median)",
+                    f"{rms['before']['median']:.2f} → {rms['after']['median']:.2f} µV "
+                    f"({rms['reduction_db']['median']:+.1f} dB; EEG floor "
+                    f"{rms['eeg_floor']['median']:.2f} µV)",
+                )
+            )
+    else:
+        rows.append(("BCG", str(bcg.get("reason", "not removed"))))
+    bands = get("spectral", "allen_bands_uv2") or {}
+    for name, band in bands.items():
+        low, high = band["range_hz"]
+        rows.append(
+            (
+                f"{name} power ({low:g}-{high:g} Hz), raw → cleaned",
+                f"{band['raw']:.3g} → {band['cleaned']:.3g} µV²",
+            )
+        )
+    truth = get("ground_truth", "interior")
+    if truth:
+        rows.append(
+            (
+                "Ground truth: correlation (median, min)",
+                f"{truth['correlation']['median']:.3f}, {truth['correlation']['min']:.3f}",
+            )
+        )
+        rows.append(("Ground truth: RMS error (median)", f"{truth['rmse_uv']['median']:.2f} µV"))
+    if get("real_time_factor"):
+        rows.append(("Speed", f"{get('seconds')} s, {get('real_time_factor')}x real time"))
+    return [(name, value) for name, value in rows if value is not None]
 
 
 def _latest_snapshot(output_dir: Path) -> dict[str, Any]:

@@ -43,7 +43,7 @@ def test_participant_level_writes_sync_tables_matching_the_ground_truth(
         np.testing.assert_array_equal(volumes["sample"], truth.volume_markers)
         np.testing.assert_array_equal(volumes["volume"], np.arange(truth.n_volumes))
         np.testing.assert_array_equal(slices["sample"], truth.slice_markers.ravel())
-        sidecar = json.loads(next((out / f"sub-{subject}" / "eeg").glob("*.json")).read_text())
+        sidecar = json.loads(next((out / f"sub-{subject}" / "eeg").glob("*_desc-sync_events.json")).read_text())
         assert sidecar["NumberOfVolumes"] == truth.n_volumes
         assert sidecar["VolumeMarker"] == "Response/R128"
         assert sidecar["MeasuredRepetitionTime"] == pytest.approx(2.0, abs=1e-3)
@@ -123,7 +123,10 @@ def test_eeg_only_sessions_are_kept_without_a_sync_table(
     assert result.exit_code == 0, result.output
     assert "1 with BOLD, 1 EEG-only" in result.output
     assert not _sync_table(out, "01", "eegfmri").empty
-    assert not (out / "sub-01" / "ses-eegonly").exists()
+    eeg_only = out / "sub-01" / "ses-eegonly"
+    assert list((eeg_only / "eeg").glob("*_desc-clean_eeg.vhdr"))
+    assert not list(eeg_only.rglob("*_desc-sync_events.tsv"))
+    assert not (eeg_only / "func").exists()
 
 
 def test_group_level_after_participant_says_there_is_nothing_to_aggregate(

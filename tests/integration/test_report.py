@@ -55,7 +55,8 @@ def test_report_has_every_section_and_working_links(report_dir: Path, tmp_path: 
         assert (moved / source).is_file(), source
     assert "Response/R128" in html and "sub-01_task-rest" in html
     assert "Not run for this participant" in html  # stages absent in this version say so
-    assert "Allen" not in html  # no citation of a method that did not run
+    assert "Allen" in html  # the clean stage ran: its method is cited
+    assert "LaBraM" not in html  # no citation of a method that did not run
     assert (moved / "logs" / "methods.md").read_text().startswith("# Methods")
 
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from bids_neurobolt import __version__, workflow
 from bids_neurobolt.cli import cli, expand_multi_value
-from bids_neurobolt.config import DEFAULT_VOLUME_MARKERS, Config
+from bids_neurobolt.config import DEFAULT_VOLUME_MARKERS, CleanConfig, Config
 from bids_neurobolt.errors import ExitCode
 
 
@@ -106,9 +106,22 @@ def test_options_reach_the_config(captured, tmp_path):
         "-q",
         "--steps",
         "sync",
+        "--gradient-removal",
+        "off",
+        "--bcg-removal",
+        "on",
+        "--aas-window",
+        "40",
+        "--obs-components",
+        "0",
+        "--bcg-components",
+        "3",
     )
     assert result.exit_code == 0, result.output
     c = captured[0]
+    assert c.science.clean == CleanConfig(
+        gradient="off", bcg="on", aas_window=40, obs_components=0, bcg_components=3
+    )
     assert c.selection.session_label == ("1", "2")
     assert c.selection.task == ("rest",)
     assert c.selection.bids_filters == {"eeg": {"acquisition": "hd"}, "bold": {"echo": None}}

@@ -7,6 +7,7 @@ import tomllib
 import pytest
 
 from bids_neurobolt.config import (
+    CleanConfig,
     Config,
     ScienceConfig,
     Selection,
@@ -75,6 +76,14 @@ def test_dump_toml_quotes_awkward_strings():
         ({**MINIMAL, "science": {"random_seed": -1}}, "random_seed must be in"),
         ({**MINIMAL, "science": {"sync": {"tolerance_fraction": 0.9}}}, "tolerance_fraction"),
         ({**MINIMAL, "selection": {"bids_filters": {"anat": {}}}}, "'eeg' and 'bold'"),
+        ({**MINIMAL, "science": {"clean": {"gradient": "maybe"}}}, "clean.gradient must be one"),
+        ({**MINIMAL, "science": {"clean": {"bcg": "yes"}}}, "clean.bcg must be one"),
+        ({**MINIMAL, "science": {"clean": {"aas_window": 1}}}, "aas_window must be 0"),
+        ({**MINIMAL, "science": {"clean": {"bcg_components": 0}}}, "bcg_components in"),
+        ({**MINIMAL, "science": {"clean": {"obs_components": -2}}}, "obs_components must be"),
+        ({**MINIMAL, "science": {"clean": {"lowpass": 120.0}}}, "highpass < lowpass <= 100"),
+        ({**MINIMAL, "science": {"clean": {"highpass": 30.0, "lowpass": 20.0}}}, "highpass <"),
+        ({**MINIMAL, "science": {"clean": {"window": 3}}}, "unknown configuration key"),
     ],
 )
 def test_invalid_configurations(data, fragment):
@@ -92,3 +101,12 @@ def test_invalid_toml_names_the_file(tmp_path):
 def test_defaults_are_valid():
     assert SyncConfig().skip_markers == 0
     assert ScienceConfig().sync == SyncConfig()
+
+
+def test_clean_settings_change_the_clean_and_model_hashes_only():
+    base = ScienceConfig()
+    changed = ScienceConfig(clean=CleanConfig(bcg_components=3))
+    assert base.digest("clean") != changed.digest("clean")
+    assert base.digest("model") != changed.digest("model")
+    assert base.digest("sync") == changed.digest("sync")
+    assert base.digest("targets") == changed.digest("targets")
