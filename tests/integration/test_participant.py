@@ -43,7 +43,9 @@ def test_participant_level_writes_sync_tables_matching_the_ground_truth(
         np.testing.assert_array_equal(volumes["sample"], truth.volume_markers)
         np.testing.assert_array_equal(volumes["volume"], np.arange(truth.n_volumes))
         np.testing.assert_array_equal(slices["sample"], truth.slice_markers.ravel())
-        sidecar = json.loads(next((out / f"sub-{subject}" / "eeg").glob("*_desc-sync_events.json")).read_text())
+        sidecar = json.loads(
+            next((out / f"sub-{subject}" / "eeg").glob("*_desc-sync_events.json")).read_text()
+        )
         assert sidecar["NumberOfVolumes"] == truth.n_volumes
         assert sidecar["VolumeMarker"] == "Response/R128"
         assert sidecar["MeasuredRepetitionTime"] == pytest.approx(2.0, abs=1e-3)
