@@ -114,6 +114,7 @@ def open_raw(spec: RunSpec, *, preload: bool = False) -> Any:
     import mne_bids
 
     check_file_present(spec.eeg)
+    check_channel_names(spec.eeg)
     bids_path = mne_bids.get_bids_path_from_fname(spec.eeg)
     try:
         with warnings.catch_warnings():
@@ -131,9 +132,17 @@ def open_raw(spec: RunSpec, *, preload: bool = False) -> Any:
             path=spec.eeg,
             fix="Check that the header and its data/marker files belong together.",
         ) from None
+    except RuntimeError as exc:
+        if "mismatch" in str(exc).lower():
+            _raise_channel_mismatch(spec.eeg)
+        raise DataError(
+            f"MNE could not read this EEG file ({type(exc).__name__}: {exc}).",
+            path=spec.eeg,
+            fix="Check that the file is complete and not corrupt (open it in the recording "
+            "software or with mne.io.read_raw), then run again.",
+        ) from None
     except (
         ValueError,
-        RuntimeError,
         OSError,
         KeyError,
         IndexError,
@@ -147,8 +156,143 @@ def open_raw(spec: RunSpec, *, preload: bool = False) -> Any:
             fix="Check that the file is complete and not corrupt (open it in the recording "
             "software or with mne.io.read_raw), then run again.",
         ) from None
+    _check_data_size(raw, spec.eeg)
     _type_ecg_by_name(raw)
     return raw
+
+
+def check_channel_names(eeg_path: Path) -> None:
+    """Refuse duplicate channel names in a BrainVision header or in ``channels.tsv``.
+
+    MNE renames duplicates (``Fp1-0``, ``Fp1-1``), after which nothing matches
+    ``channels.tsv`` and the error no longer says why; this check names them first.
+
+    Raises
+    ------
+    DataError
+        If a channel name appears twice in the header or in ``channels.tsv``.
+    """
+    if eeg_path.suffix.lower() == ".vhdr":
+        names = _vhdr_channel_names(eeg_path)
+        twice = _duplicates(names)
+        if twice:
+            raise DataError(
+                f"declares the channel name(s) {', '.join(map(repr, twice))} more than once "
+                "([Channel Infos]).",
+                path=eeg_path,
+                fix="Give every channel a unique name in the header (and in channels.tsv).",
+            )
+    tsv = _channels_tsv(eeg_path)
+    if tsv is not None:
+        names = _tsv_channel_names(tsv)
+        twice = _duplicates(names)
+        if twice:
+            raise DataError(
+                f"lists the channel name(s) {', '.join(map(repr, twice))} more than once.",
+                path=tsv,
+                fix="List each channel of the recording once, in the order of the EEG file.",
+            )
+
+
+def _raise_channel_mismatch(eeg_path: Path) -> None:
+    """Raise a :class:`DataError` that lists the names channels.tsv and the file disagree on."""
+    import mne
+
+    tsv = _channels_tsv(eeg_path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            in_file = list(mne.io.read_raw(eeg_path, preload=False, verbose="error").ch_names)
+        in_tsv = _tsv_channel_names(tsv) if tsv is not None else []
+    except Exception:  # noqa: BLE001 - fall back to a message without the names
+        in_file, in_tsv = [], []
+    only_tsv = [n for n in in_tsv if n not in in_file]
+    only_file = [n for n in in_file if n not in in_tsv]
+    details = []
+    if only_tsv:
+        details.append(f"not in the EEG file: {', '.join(only_tsv[:10])}")
+    if only_file:
+        details.append(f"missing from channels.tsv: {', '.join(only_file[:10])}")
+    if not details and in_tsv:
+        details.append("the same names in another order")
+    raise DataError(
+        f"the channel names of channels.tsv do not match those of {eeg_path.name} "
+        f"({'; '.join(details) or 'names differ'}).",
+        path=tsv if tsv is not None else eeg_path,
+        fix="Make channels.tsv list the channels of the EEG file, with the same names and "
+        "in the same order.",
+    )
+
+
+def _check_data_size(raw: Any, eeg_path: Path) -> None:
+    """Refuse a BrainVision data file whose size is not a whole number of samples.
+
+    MNE divides the data file's size by the bytes per sample the header declares and
+    silently drops the remainder, so a header that declares the wrong number of channels
+    or the wrong binary format would give scrambled signals.
+    """
+    extras = getattr(raw, "_raw_extras", None)
+    if type(raw).__name__ != "RawBrainVision" or not extras:
+        return
+    fmt, n_channels = extras[0].get("fmt"), extras[0].get("orig_nchan")
+    n_bytes = {"short": 2, "int": 4, "single": 4}.get(fmt) if isinstance(fmt, str) else None
+    if n_bytes is None or not n_channels:
+        return
+    data_path = Path(raw.filenames[0])
+    try:
+        size = data_path.stat().st_size
+    except OSError:
+        return
+    per_sample = n_bytes * int(n_channels)
+    if size % per_sample:
+        raise DataError(
+            f"holds {size} bytes, not a whole number of samples: the header "
+            f"{eeg_path.name} declares {n_channels} channels of {n_bytes}-byte values "
+            f"({per_sample} bytes per sample, {size / per_sample:.2f} samples).",
+            path=data_path,
+            fix="The header's NumberOfChannels or BinaryFormat does not match the data, or "
+            "the data file is truncated; export the recording again.",
+        )
+
+
+def _vhdr_channel_names(path: Path) -> list[str]:
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    section = re.search(r"^\[Channel Infos\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    if section is None:
+        return []
+    found = re.findall(r"^Ch(\d+)=([^,\r\n]*)", section.group(1), re.M)
+    return [name.replace("\\1", ",").strip() for _, name in found]
+
+
+def _channels_tsv(eeg_path: Path) -> Path | None:
+    stem = eeg_path.name.rsplit("_", 1)[0]
+    candidate = eeg_path.with_name(f"{stem}_channels.tsv")
+    return candidate if candidate.is_file() else None
+
+
+def _tsv_channel_names(tsv: Path) -> list[str]:
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return []
+    if "name" not in table:
+        return []
+    return [str(n).strip() for n in table["name"]]
+
+
+def _duplicates(names: list[str]) -> list[str]:
+    seen: set[str] = set()
+    twice: list[str] = []
+    for name in names:
+        if name in seen and name not in twice:
+            twice.append(name)
+        seen.add(name)
+    return twice
 
 
 def read_header(spec: RunSpec) -> EEGHeader:
