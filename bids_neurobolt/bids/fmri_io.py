@@ -86,6 +86,8 @@ def read_bold_info(path: Path, metadata: dict[str, Any]) -> BoldInfo:
         sform_code = int(header["sform_code"])
         qform_code = int(header["qform_code"])
         zooms = tuple(float(z) for z in header.get_zooms())
+        # nibabel resets the header copy's vox_offset; the data's real offset is here.
+        offset = int(getattr(img.dataobj, "offset", header["vox_offset"]))
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
         raise DataError(
             f"cannot read this NIfTI file ({type(exc).__name__}: {exc}).",
@@ -99,7 +101,14 @@ def read_bold_info(path: Path, metadata: dict[str, Any]) -> BoldInfo:
             path=path,
             fix="Pass the 4-D time series, not a single volume or a reference image.",
         )
-    _check_complete(path, header, shape)
+    if min(shape) < 1:
+        raise DataError(
+            f"its header declares the dimensions {shape}; every dimension must be at least 1 "
+            "(the header is corrupt).",
+            path=path,
+            fix="Convert the run from the scanner data again (e.g. with dcm2niix).",
+        )
+    _check_complete(path, header, shape, offset)
     tr = _repetition_time(path, metadata, zooms)
     slice_timing = tuple(float(t) for t in metadata.get("SliceTiming", ()) or ())
     if slice_timing and (min(slice_timing) < 0 or max(slice_timing) >= tr):
@@ -120,7 +129,7 @@ def read_bold_info(path: Path, metadata: dict[str, Any]) -> BoldInfo:
     )
 
 
-def _check_complete(path: Path, header: Any, shape: tuple[int, ...]) -> None:
+def _check_complete(path: Path, header: Any, shape: tuple[int, ...], offset: int) -> None:
     """Refuse a NIfTI whose data block is shorter than its header promises.
 
     Reading the header alone does not notice a truncated file, which would then fail deep
@@ -128,7 +137,7 @@ def _check_complete(path: Path, header: Any, shape: tuple[int, ...]) -> None:
     stores the uncompressed size modulo 2**32 (RFC 1952), so no decompression is needed
     unless the trailer disagrees (multi-member files), in which case the stream is counted.
     """
-    expected = int(header["vox_offset"]) + int(np.prod(shape)) * header.get_data_dtype().itemsize
+    expected = offset + int(np.prod(shape)) * header.get_data_dtype().itemsize
     if path.name.endswith(".gz"):
         with path.open("rb") as stream:
             stream.seek(0, 2)
