@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -180,7 +181,7 @@ def synchronise(header: EEGHeader, bold: BoldInfo | None, config: SyncConfig) ->
         the counts and the fix.
     """
     expected = None if bold is None else bold.n_volumes + config.skip_markers
-    found = find_markers(header.markers, config.volume_markers, expected=expected)
+    found = find_markers(header.markers, config.volume_markers, expected=expected, path=header.path)
     if found is None:
         if bold is None:
             logger.info(
@@ -188,11 +189,20 @@ def synchronise(header: EEGHeader, bold: BoldInfo | None, config: SyncConfig) ->
                 header.path.name,
             )
             return None
+        short = ""
+        if header.duration < bold.duration:
+            short = (
+                f" The EEG lasts {header.duration:.1f} s, less than the {bold.duration:.1f} s "
+                "BOLD run: the recording is incomplete (markers past its end are ignored)."
+            )
         raise SyncError(
             f"no volume marker named {_quote(config.volume_markers)} in this EEG recording "
-            f"(paired with {bold.path.name}). Markers present: {_summarise(header.markers)}.",
+            f"(paired with {bold.path.name}). Markers present: {_summarise(header.markers)}."
+            + short,
             path=header.path,
-            fix="Name the scanner's volume marker with --volume-marker, e.g. "
+            fix="Use the complete EEG recording of this run."
+            if short
+            else "Name the scanner's volume marker with --volume-marker, e.g. "
             "--volume-marker 'Response/R128'.",
         )
     source, name, samples = found
@@ -240,7 +250,11 @@ def marker_matches(description: str, name: str) -> bool:
 
 
 def find_markers(
-    sources: tuple[Markers, ...], names: tuple[str, ...], *, expected: int | None = None
+    sources: tuple[Markers, ...],
+    names: tuple[str, ...],
+    *,
+    expected: int | None = None,
+    path: Path | None = None,
 ) -> tuple[str, str, np.ndarray] | None:
     """Find the markers matching any of ``names`` in the first source that has some.
 
@@ -252,6 +266,8 @@ def find_markers(
         Accepted marker names (see :func:`marker_matches`).
     expected : int | None
         The expected count, used to choose between several matching names.
+    path : Path | None
+        The EEG file, named in the error message.
 
     Returns
     -------
@@ -277,6 +293,7 @@ def find_markers(
             listing = ", ".join(f"'{k}' x{len(v)}" for k, v in matched.items())
             raise SyncError(
                 f"several markers could be the volume marker ({listing}, in the {markers.source}).",
+                path=path,
                 fix="Name the right one with --volume-marker.",
             )
         ((desc, values),) = matched.items()
@@ -391,7 +408,7 @@ def _attach_slices(
     empty = np.array([], dtype=np.int64)
     if not config.slice_markers:
         return None, empty, empty
-    found = find_markers(header.markers, config.slice_markers)
+    found = find_markers(header.markers, config.slice_markers, path=header.path)
     if found is None:
         return None, empty, empty
     _, name, samples = found
