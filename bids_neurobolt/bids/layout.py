@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from bids_neurobolt.config import Selection
-from bids_neurobolt.errors import ConfigError, DataError, MissingInputError, SelectionError
+from bids_neurobolt.errors import (
+    ConfigError,
+    DataError,
+    MissingInputError,
+    OutputError,
+    SelectionError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +121,14 @@ def load_layout(bids_dir: Path, database_dir: Path) -> Any:
             fix="Pass the dataset's root folder (the one holding dataset_description.json "
             "and the sub-* folders). " + _MOUNT_HINT,
         )
+    try:
+        database_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create the folder for the PyBIDS index ({exc.strerror or exc}).",
+            path=database_dir,
+            fix="Pass -w/--work-dir with a folder you can write to (e.g. on scratch).",
+        ) from None
     indexer = BIDSLayoutIndexer(validate=False, ignore=list(_IGNORED), index_metadata=True)
     try:
         return BIDSLayout(
