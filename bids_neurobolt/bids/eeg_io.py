@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from bids_neurobolt.bids.layout import RunSpec, check_file_present
+from bids_neurobolt.bids.layout import RunSpec, check_file_present, unreadable
 from bids_neurobolt.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -123,6 +123,8 @@ def open_raw(spec: RunSpec, *, preload: bool = False) -> Any:
             raw = mne_bids.read_raw_bids(bids_path, verbose="error")
         if preload:
             raw.load_data(verbose="error")
+    except PermissionError as exc:
+        raise unreadable(exc.filename or spec.eeg) from None
     except FileNotFoundError as exc:
         missing = Path(exc.filename) if exc.filename else None
         if missing is not None:

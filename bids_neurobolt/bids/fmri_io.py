@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from bids_neurobolt.bids.layout import check_file_present
+from bids_neurobolt.bids.layout import check_file_present, unreadable
 from bids_neurobolt.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,8 @@ def read_bold_info(path: Path, metadata: dict[str, Any]) -> BoldInfo:
         zooms = tuple(float(z) for z in header.get_zooms())
         # nibabel resets the header copy's vox_offset; the data's real offset is here.
         offset = int(getattr(img.dataobj, "offset", header["vox_offset"]))
+    except PermissionError:
+        raise unreadable(path) from None
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
         raise DataError(
             f"cannot read this NIfTI file ({type(exc).__name__}: {exc}).",

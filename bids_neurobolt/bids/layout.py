@@ -10,6 +10,7 @@ or a session meant for prediction) is kept with ``bold=None``.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -329,3 +330,15 @@ def check_file_present(path: Path) -> None:
         )
     if not path.exists():
         raise MissingInputError("does not exist.", path=path, fix=_MOUNT_HINT)
+    if not os.access(path, os.R_OK):
+        raise unreadable(path)
+
+
+def unreadable(path: str | os.PathLike[str]) -> MissingInputError:
+    """Return the error for an input file the app is not allowed to read (exit 66)."""
+    return MissingInputError(
+        "cannot be read: permission denied.",
+        path=path,
+        fix="Make the dataset readable by the user running the app (e.g. chmod -R a+rX), "
+        "or in a container run as a user that may read it (docker run -u).",
+    )
