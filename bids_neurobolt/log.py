@@ -13,6 +13,9 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from bids_neurobolt.errors import NeuroboltWarning
 
 LOGGER_NAME = "bids_neurobolt"
 _FORMAT = "%(asctime)s | %(levelname)-7s | %(message)s"
@@ -116,9 +119,26 @@ def capture_warnings() -> Iterator[list[str]]:
     targets = [logging.getLogger(LOGGER_NAME), logging.getLogger("py.warnings")]
     for target in targets:
         target.addHandler(handler)
-    logging.captureWarnings(True)
     try:
-        yield caught
+        with warnings.catch_warnings():
+            # Every run records its own warnings: without "always", a warning already shown
+            # for an earlier run of this process (same text, same line) would be swallowed.
+            warnings.simplefilter("always", NeuroboltWarning)
+            warnings.showwarning = _log_warning
+            yield caught
     finally:
         for target in targets:
             target.removeHandler(handler)
+
+
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Route a Python warning to the ``py.warnings`` logger (as logging.captureWarnings does)."""
+    text = warnings.formatwarning(message, category, filename, lineno, line)
+    logging.getLogger("py.warnings").warning("%s", text)
