@@ -165,6 +165,8 @@ def test_bad_input_gives_a_clear_message_and_exit_code(
         "--participant-label",
         "01",
         "--skip-bids-validation",
+        "--steps",
+        "sync",
         *atlas_args(dataset_copy),
         *case.extra_args,
     )
@@ -211,6 +213,8 @@ def test_on_error_continue_processes_the_other_runs(dataset_copy: Path, tmp_path
         tmp_path / "w",
         "--on-error",
         "continue",
+        "--steps",
+        "sync",
         *atlas_args(dataset_copy),
     )
 
@@ -234,6 +238,8 @@ def test_skip_markers_fixes_leading_dummy_markers(dataset_copy: Path, tmp_path: 
         "-w",
         tmp_path / "w",
         "--skip-bids-validation",
+        "--steps",
+        "sync",
         *atlas_args(dataset_copy),
     )
 
