@@ -190,7 +190,7 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
         ["bids-neurobolt", *ctx.meta.get("bids_neurobolt.argv", [])],
         always=True,
     )
-    for key in ("fmriprep_dir", "targets_dir", "model", "pretrained", "atlas_cache"):
+    for key in ("fmriprep_dir", "targets_dir", "model", "pretrained", "atlas_cache", "group_split"):
         if params[key] is not None:
             put("inputs", key, str(params[key]))
     put("selection", "participant_label", _labels(params["participant_label"]))
@@ -209,6 +209,7 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
     put("science", "scaling", params["scaling"])
     put("science", "random_seed", params["random_seed"])
     put("science", "sloppy", params["sloppy"])
+    put("science", "folds", params["folds"])
     put("science.sync", "volume_markers", params["volume_marker"], name="volume_marker")
     put("science.sync", "slice_markers", params["slice_marker"], name="slice_marker")
     put("science.sync", "skip_markers", params["skip_markers"])
@@ -385,6 +386,20 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
     "--pretrained",
     type=click.Path(path_type=Path, dir_okay=False),
     help="LaBraM weights to start training from ('model' stage).",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Group level: folds of the inter-subject cross-validation (>= 3); 0: "
+    "min(5, subjects), and with two subjects each tests the model trained on the other.",
+)
+@click.option(
+    "--group-split",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help='Group level: JSON file {"train": [...], "val": [...], "test": [...]} of subject '
+    "labels, used in place of the k-fold cross-validation.",
 )
 @click.option(
     "--steps",

@@ -175,6 +175,9 @@ class ScienceConfig:
         Seed for every random number generator.
     sloppy : bool
         Tiny model and few epochs, for tests only.
+    folds : int
+        Folds of the group level's inter-subject cross-validation; 0 chooses
+        ``min(5, n_subjects)`` (two subjects: each tests the model trained on the other).
     """
 
     sync: SyncConfig = field(default_factory=SyncConfig)
@@ -186,8 +189,14 @@ class ScienceConfig:
     lowpass: float = 0.15
     random_seed: int = 0
     sloppy: bool = False
+    folds: int = 0
 
     def __post_init__(self) -> None:
+        if self.folds < 0 or self.folds in (1, 2):
+            raise ConfigError(
+                f"folds must be 0 (automatic) or >= 3. Got {self.folds!r}.",
+                fix="Use --folds 0, or a number of folds from 3 to the number of subjects.",
+            )
         if self.random_seed < 0 or self.random_seed >= 2**32:
             raise ConfigError(f"random_seed must be in [0, 2**32). Got {self.random_seed!r}.")
         _check_choice("confounds", self.confounds, CONFOUND_STRATEGIES)
@@ -245,6 +254,8 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
         "sloppy",
     ),
 }
+#: The group level depends on everything the participant-level model does, and the folds.
+STAGE_SETTINGS["group"] = (*STAGE_SETTINGS["model"], "folds")
 
 
 @dataclass(frozen=True)
@@ -301,7 +312,10 @@ class Inputs:
         Folder of fetched atlases (default: ``$BIDS_NEUROBOLT_CACHE``, else
         ``$XDG_CACHE_HOME/bids-neurobolt``).
     pretrained : Path | None
-        LaBraM weights to start training from (``model`` stage).
+        LaBraM weights to start training from (``model`` stage and group level).
+    group_split : Path | None
+        JSON file ``{"train": [...], "val": [...], "test": [...]}`` of subject labels:
+        the group level's inter-subject split, in place of k-fold cross-validation.
     """
 
     bids_dir: Path
@@ -310,6 +324,7 @@ class Inputs:
     model: Path | None = None
     pretrained: Path | None = None
     atlas_cache: Path | None = None
+    group_split: Path | None = None
 
 
 @dataclass(frozen=True)

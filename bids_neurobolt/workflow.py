@@ -15,16 +15,21 @@ Participant level, for each selected EEG recording (a :class:`~bids_neurobolt.bi
     extract, clean and scale the ROI BOLD targets of runs with BOLD and write
     ``desc-bold_timeseries.tsv``.
 
+``model``
+    train NeuroBOLT on each run with BOLD (intra-scan split) with a ridge baseline, or
+    apply ``--model`` to every run (EEG-only ones included), and write the predicted
+    ROI BOLD (``desc-neurobolt_timeseries.tsv``), metrics and the trained model.
+
 ``report``
     after the runs, write ``sub-<label>.html`` for every selected participant from
     what the stages left in the output folder.
 
-The ``model`` stage is not part of this version; asking for it (or for its inputs) is
-an error that says so. A run whose outputs exist with
+A run whose outputs exist with
 the same science-configuration hash is skipped; ``--on-error continue`` processes every
 run and reports the failures at the end.
 
-Group level reads only the output folder.
+Group level reads only the output folder: NeuroBOLT is trained and tested across
+subjects (:mod:`bids_neurobolt.stages.group`) and ``group.html`` summarises every run.
 """
 
 from __future__ import annotations
@@ -56,8 +61,10 @@ from bids_neurobolt.errors import (
     StageNotAvailableError,
 )
 from bids_neurobolt.log import capture_warnings, log_file, timed
-from bids_neurobolt.report.html import write_participant_report
+from bids_neurobolt.report.html import write_group_report, write_participant_report
 from bids_neurobolt.stages import clean as clean_stage
+from bids_neurobolt.stages import group as group_stage
+from bids_neurobolt.stages import model as model_stage
 from bids_neurobolt.stages import sync as sync_stage
 from bids_neurobolt.stages import targets as targets_stage
 from bids_neurobolt.stages.context import RunContext, StageResult
@@ -65,13 +72,14 @@ from bids_neurobolt.stages.context import RunContext, StageResult
 logger = logging.getLogger(__name__)
 
 #: Stages this version provides.
-AVAILABLE_STEPS: tuple[str, ...] = ("sync", "clean", "targets", "report")
+AVAILABLE_STEPS: tuple[str, ...] = ("sync", "clean", "targets", "model", "report")
 
 #: Per-run stages, in the order they run.
 RUN_STAGES: dict[str, Callable[[RunContext], StageResult]] = {
     "sync": sync_stage.run,
     "clean": clean_stage.run,
     "targets": targets_stage.run,
+    "model": model_stage.run,
 }
 
 #: The ``desc-`` labels each stage writes (explained in ``descriptions.tsv``).
@@ -79,13 +87,8 @@ _DESC_LABELS: dict[str, tuple[str, ...]] = {
     "sync": ("sync",),
     "clean": ("clean",),
     "targets": ("bold",),
+    "model": ("neurobolt",),
 }
-
-#: Options that feed a stage this version does not provide yet: (attribute, flag, stage).
-_STAGE_INPUTS: tuple[tuple[str, str, str], ...] = (
-    ("model", "--model", "model"),
-    ("pretrained", "--pretrained", "model"),
-)
 
 
 @dataclass
@@ -147,6 +150,8 @@ def participant(config: Config) -> Summary:
                 runs = discover_runs(layout, config.selection)
             if "targets" in steps and any(spec.bold is not None for spec in runs):
                 targets_stage.preflight(config)
+            if "model" in steps:
+                model_stage.preflight(config)
             if config.execution.skip_bids_validation:
                 logger.info("BIDS validation skipped (--skip-bids-validation).")
             else:
@@ -184,16 +189,17 @@ def participant(config: Config) -> Summary:
 def group(config: Config) -> Summary:
     """Run the group level (reads only the output folder).
 
-    This version has no group-level stage yet (the inter-subject NeuroBOLT model comes
-    with the ``model`` stage): the group level checks that participant-level results
-    exist and says that there is nothing to aggregate.
+    Trains and evaluates NeuroBOLT across subjects (see :mod:`bids_neurobolt.stages.group`)
+    and writes ``group.html``. The window cache lives in ``<work>/group`` and is kept, so
+    a rerun with other training settings does not cut the windows again.
 
     Raises
     ------
     MissingInputError
-        If the output folder holds no participant-level results.
+        If the output folder holds no participant-level results, or fewer than two
+        participants with cleaned EEG and targets.
     """
-    output_dir = config.execution.output_dir
+    output_dir = config.execution.output_dir.expanduser().resolve()
     tables = (
         sorted(output_dir.glob("sub-*/**/*_desc-sync_events.tsv")) if output_dir.is_dir() else []
     )
@@ -204,18 +210,16 @@ def group(config: Config) -> Summary:
             fix="Run the participant level into this folder first: "
             "bids-neurobolt BIDS_DIR OUTPUT_DIR participant.",
         )
-    subjects = sorted({p.name.split("_")[0] for p in tables})
-    logger.warning(
-        "group level: nothing to aggregate in bids-neurobolt %s. The group level trains and "
-        "evaluates the inter-subject NeuroBOLT model, and the model stage is not part of this "
-        "version yet. Participant-level results in %s: %d run(s) of %d participant(s) (%s).",
-        __version__,
-        output_dir,
-        len(tables),
-        len(subjects),
-        ", ".join(subjects[:10]),
-    )
-    return Summary(run_id=new_run_id())
+    work_dir = (config.execution.work_dir or Path.cwd() / "work").expanduser().resolve()
+    run_id = new_run_id()
+    with log_file(output_dir / "logs" / f"bids-neurobolt-group-{run_id}.log"):
+        logger.info("bids-neurobolt %s, group level, run %s", __version__, run_id)
+        writer.write_text(output_dir / "logs" / f"config-group-{run_id}.toml", config.to_toml())
+        with timed(logger, "group level: NeuroBOLT across subjects"):
+            group_stage.run_group(config, work_dir / "group")
+        with timed(logger, "group report"):
+            write_group_report(output_dir)
+    return Summary(run_id=run_id)
 
 
 def resolve_steps(config: Config) -> tuple[str, ...]:
@@ -224,7 +228,9 @@ def resolve_steps(config: Config) -> tuple[str, ...]:
     Raises
     ------
     StageNotAvailableError
-        If ``--steps`` names an unavailable stage, or an option feeds one.
+        If ``--steps`` names an unavailable stage.
+    ConfigError
+        If ``--model`` or ``--pretrained`` is given without the model stage, or both are.
     """
     requested = config.execution.steps or AVAILABLE_STEPS
     missing = [s for s in requested if s not in AVAILABLE_STEPS]
@@ -234,9 +240,18 @@ def resolve_steps(config: Config) -> tuple[str, ...]:
             f"yet; this version provides: {', '.join(AVAILABLE_STEPS)}.",
             fix=f"Run with --steps {','.join(AVAILABLE_STEPS)} (the default).",
         )
-    for attr, flag, stage in _STAGE_INPUTS:
-        if getattr(config.inputs, attr) is not None:
-            _unavailable_input(flag, stage)
+    for attr, flag in (("model", "--model"), ("pretrained", "--pretrained")):
+        if getattr(config.inputs, attr) is not None and "model" not in requested:
+            raise ConfigError(
+                f"{flag} feeds the 'model' stage, which --steps leaves out.",
+                fix=f"Add 'model' to --steps, or leave out {flag}.",
+            )
+    if config.inputs.model is not None and config.inputs.pretrained is not None:
+        raise ConfigError(
+            "--model applies a trained model and --pretrained starts a new training from "
+            "LaBraM weights; give one of them.",
+            fix="Leave out --pretrained to apply --model, or --model to train.",
+        )
     return tuple(s for s in STEPS if s in requested)
 
 
@@ -364,13 +379,6 @@ def _description(layout: Any) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-
-
-def _unavailable_input(flag: str, stage: str) -> None:
-    raise StageNotAvailableError(
-        f"{flag} feeds the '{stage}' stage, which is not part of bids-neurobolt {__version__} yet.",
-        fix=f"Leave out {flag}; this version provides: {', '.join(AVAILABLE_STEPS)}.",
-    )
 
 
 def _make_dir(path: Path) -> None:

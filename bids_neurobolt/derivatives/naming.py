@@ -203,3 +203,39 @@ def clean_eeg_path(
     """
     folder = subject_dir(output_dir, str(entities["subject"]), entities.get("session")) / "eeg"
     return folder / bids_name({**entities, "desc": "clean"}, suffix, ext)
+
+
+#: ``desc-neurobolt``: ROI BOLD predicted by NeuroBOLT (appended with the model stage).
+DESCRIPTIONS["neurobolt"] = (
+    "ROI BOLD predicted from the 16 s of cleaned EEG that end at each volume by NeuroBOLT "
+    "(Li et al., NeurIPS 2024), in the scaled units of the run's desc-bold targets; the "
+    "model, its training split and metrics are described in the sidecar and in models/."
+)
+
+
+def metrics_path(output_dir: Path, entities: Mapping[str, str | None], atlas: str) -> Path:
+    """Return the path of the per-ROI metrics table of a run's predictions.
+
+    Returns
+    -------
+    Path
+        ``<out>/sub-<l>[/ses-<s>]/func/<entities>_space-MNI152NLin2009cAsym_atlas-<A>_desc-neurobolt_metrics.tsv``.
+    """
+    predictions = timeseries_path(output_dir, entities, atlas, desc="neurobolt")
+    return predictions.with_name(predictions.name.replace("_timeseries.tsv", "_metrics.tsv"))
+
+
+def model_stem(output_dir: Path, entities: Mapping[str, str | None], atlas: str) -> Path:
+    """Return the stem of a run's trained model (``.safetensors`` + ``.json``).
+
+    Returns
+    -------
+    Path
+        ``<out>/models/<entities>_atlas-<A>_desc-neurobolt_model`` (one model per run for
+        the intra-scan split; the group level writes ``group_...``).
+    """
+    return (
+        output_dir
+        / "models"
+        / bids_name({**entities, "atlas": atlas, "desc": "neurobolt"}, "model", "")
+    )

@@ -293,3 +293,159 @@ def bcg_detection(
     for ax in axes:
         ax.spines[["top", "right"]].set_visible(False)
     return to_svg(fig)
+
+
+def training_curves(history, best_epoch: int) -> str:
+    """Plot the training and validation loss per epoch, the kept epoch marked.
+
+    Parameters
+    ----------
+    history : pandas.DataFrame
+        ``FitResult.history``: ``epoch``, ``train_loss``, ``val_loss``, ``val_pearson_r``.
+    best_epoch : int
+        The epoch whose weights were kept (lowest validation loss).
+
+    Returns
+    -------
+    str
+        SVG text.
+    """
+    plt = _pyplot()
+    fig, (loss_ax, r_ax) = plt.subplots(1, 2, figsize=(9, 2.8))
+    epochs = history["epoch"].to_numpy()
+    loss_ax.plot(epochs, history["train_loss"], "o-", ms=3, color="tab:blue", label="train")
+    if history["val_loss"].notna().any():
+        loss_ax.plot(
+            epochs, history["val_loss"], "o-", ms=3, color="tab:orange", label="validation"
+        )
+        r_ax.plot(epochs, history["val_pearson_r"], "o-", ms=3, color="tab:orange")
+    for ax in (loss_ax, r_ax):
+        ax.axvline(best_epoch, color="0.5", ls=":", lw=1)
+        ax.set_xlabel("epoch")
+        ax.spines[["top", "right"]].set_visible(False)
+    loss_ax.set_ylabel("MSE")
+    loss_ax.legend(fontsize=7)
+    loss_ax.set_title(f"Loss (dotted: epoch {best_epoch}, kept)", fontsize=9)
+    r_ax.set_ylabel("mean r over ROIs")
+    r_ax.set_title("Validation correlation", fontsize=9)
+    return to_svg(fig)
+
+
+def predicted_vs_measured(
+    times: ArrayLike, measured, predicted, baseline=None, max_rois: int = 6
+) -> str:
+    """Plot predicted and measured ROI BOLD on the test part, one row per ROI.
+
+    Parameters
+    ----------
+    times : array-like of float
+        Time (s) of each test volume.
+    measured, predicted : pandas.DataFrame
+        Test rows of the targets and of NeuroBOLT's predictions (same columns).
+    baseline : pandas.DataFrame | None
+        The ridge baseline's predictions of the same rows.
+    max_rois : int
+        ROIs shown (the first ones, and the last column, the global signal).
+
+    Returns
+    -------
+    str
+        SVG text.
+    """
+    plt = _pyplot()
+    columns = list(measured.columns[: max_rois - 1])
+    if measured.columns[-1] not in columns:
+        columns.append(measured.columns[-1])
+    times = np.asarray(times, dtype=float)
+    fig, axes = plt.subplots(len(columns), 1, figsize=(8, 0.9 * len(columns) + 0.8), sharex=True)
+    for ax, name in zip(np.atleast_1d(axes), columns, strict=True):
+        y, p = measured[name].to_numpy(float), predicted[name].to_numpy(float)
+        ax.plot(times, y, color="k", lw=1, label="measured")
+        ax.plot(times, p, color="tab:red", lw=1, label="NeuroBOLT")
+        if baseline is not None:
+            ax.plot(times, baseline[name].to_numpy(float), color="tab:gray", lw=0.8, ls="--",
+                    label="ridge baseline")  # fmt: skip
+        r = np.corrcoef(y, p)[0, 1] if y.size > 2 and np.std(p) > 0 else np.nan
+        ax.set_ylabel(f"{name}\nr = {r:.2f}", rotation=0, ha="right", va="center", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.spines[["top", "right"]].set_visible(False)
+    first = np.atleast_1d(axes)[0]
+    first.legend(fontsize=7, loc="upper right", ncol=3)
+    np.atleast_1d(axes)[-1].set_xlabel("time (s)")
+    fig.suptitle("Test part: predicted vs measured ROI BOLD (scaled)", fontsize=9)
+    return to_svg(fig)
+
+
+def roi_correlations(metrics, split: str = "test") -> str:
+    """Bar chart of the correlation per ROI, NeuroBOLT vs the ridge baseline.
+
+    Parameters
+    ----------
+    metrics : pandas.DataFrame
+        The ``desc-neurobolt_metrics.tsv`` table (``roi``, ``split``, ``pearson_r`` and,
+        when trained here, ``baseline_r``).
+    split : str
+        The set shown.
+
+    Returns
+    -------
+    str
+        SVG text.
+    """
+    plt = _pyplot()
+    rows = metrics[metrics["split"] == split]
+    names = rows["roi"].tolist()
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(names) + 2), 3.0))
+    has_baseline = "baseline_r" in rows and rows["baseline_r"].notna().any()
+    width = 0.4 if has_baseline else 0.6
+    ax.bar(x - (width / 2 if has_baseline else 0), rows["pearson_r"], width, color="tab:red",
+           label="NeuroBOLT")  # fmt: skip
+    if has_baseline:
+        ax.bar(x + width / 2, rows["baseline_r"], width, color="tab:gray", label="ridge baseline")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xticks(x, names, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("Pearson r")
+    ax.legend(fontsize=7)
+    ax.set_title(f"Correlation per ROI ({split} set, {int(rows['n'].iloc[0])} volumes)", fontsize=9)
+    ax.spines[["top", "right"]].set_visible(False)
+    return to_svg(fig)
+
+
+def r_histograms(metrics, max_rois: int = 12) -> str:
+    """Histograms of the test correlation per ROI across runs (the paper's Figure 3 style).
+
+    Parameters
+    ----------
+    metrics : pandas.DataFrame
+        Group metrics: ``roi``, ``pearson_r`` and ``baseline_r``, one row per run and ROI.
+    max_rois : int
+        ROIs shown (in table order).
+
+    Returns
+    -------
+    str
+        SVG text.
+    """
+    plt = _pyplot()
+    names = list(dict.fromkeys(metrics["roi"]))[:max_rois]
+    cols = min(4, len(names))
+    rows = int(np.ceil(len(names) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.0 * rows + 0.5), squeeze=False)
+    bins = np.linspace(-1, 1, 21)
+    for ax, name in zip(axes.ravel(), names, strict=False):
+        part = metrics[metrics["roi"] == name]
+        ax.hist(
+            part["pearson_r"].dropna(), bins=bins, color="tab:red", alpha=0.7, label="NeuroBOLT"
+        )
+        ax.hist(part["baseline_r"].dropna(), bins=bins, color="tab:gray", alpha=0.5, label="ridge")
+        ax.axvline(float(part["pearson_r"].mean()), color="tab:red", lw=1)
+        ax.set_title(f"{name} (mean r {part['pearson_r'].mean():.2f})", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in axes.ravel()[len(names) :]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("Test correlation per run on held-out subjects", fontsize=9)
+    fig.tight_layout()
+    return to_svg(fig)

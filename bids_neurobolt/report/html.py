@@ -119,6 +119,104 @@ def write_participant_report(output_dir: Path, subject: str) -> Path:
     return writer.write_text(naming.participant_report_path(output_dir, subject), html)
 
 
+def write_group_report(output_dir: Path) -> Path:
+    """Write ``group.html``: inter-subject results, per-run results, cleaning, warnings.
+
+    Parameters
+    ----------
+    output_dir : Path
+        The derivative dataset root.
+
+    Returns
+    -------
+    Path
+        The report written.
+    """
+    table_style = {"index": False, "float_format": "%.3f", "border": 0}
+    folds: dict[str, Any] = {}
+    summary = per_run = None
+    group_figures: list[str] = []
+    for path in sorted((output_dir / "group").glob("group_*_desc-neurobolt_folds.json")):
+        folds = json.loads(path.read_text(encoding="utf-8"))
+        stem = path.name.removesuffix("_folds.json")
+        summary = pd.read_csv(path.with_name(f"{stem}_summary.tsv"), sep="\t").to_html(
+            **table_style
+        )
+        metrics = pd.read_csv(path.with_name(f"{stem}_metrics.tsv"), sep="\t")
+        pivot = metrics.pivot_table(index="run", columns="roi", values="pearson_r", sort=False)
+        per_run = pivot.reset_index().to_html(**table_style)
+        group_figures = [
+            p.relative_to(output_dir).as_posix()
+            for p in sorted((output_dir / "group" / "figures").glob("group_*_desc-rhist_bold.svg"))
+        ]
+    intrascan_rows = []
+    for path in sorted(output_dir.glob("sub-*/**/func/*_desc-neurobolt_metrics.tsv")):
+        table = pd.read_csv(path, sep="\t")
+        test = table[table["split"] == "test"]
+        if test.empty or "baseline_r" not in test:
+            continue
+        row = {"run": path.name.split("_space-")[0]}
+        pairs = zip(test["roi"], test["pearson_r"], test["baseline_r"], strict=True)
+        row.update({roi: f"{ours:.2f} / {base:.2f}" for roi, ours, base in pairs})
+        intrascan_rows.append(row)
+    intrascan = (
+        pd.DataFrame(intrascan_rows).to_html(index=False, border=0) if intrascan_rows else None
+    )
+    cleaning = [
+        cleaning_row(path.name.removesuffix("_desc-clean_quality.json"),
+                     json.loads(path.read_text(encoding="utf-8")))
+        for path in sorted(output_dir.glob("sub-*/**/eeg/*_desc-clean_quality.json"))
+    ]  # fmt: skip
+    columns = list(dict.fromkeys(key for row in cleaning for key in row))
+    warnings = []
+    for path in sorted((output_dir / "logs" / "warnings").glob("*.json")):
+        texts = json.loads(path.read_text(encoding="utf-8"))
+        if texts:
+            warnings.append((path.stem, texts))
+    subjects = sorted({p.name[4:] for p in output_dir.glob("sub-*") if p.is_dir()})
+    steps = ["clean", "targets", "model"] if folds else ["clean", "targets"]
+    paragraph, references = methods_parts(steps, __version__)
+    snapshot = _latest_snapshot(output_dir)
+    html = _template("group.html").render(
+        subjects=subjects,
+        folds=folds,
+        summary=summary,
+        per_run=per_run,
+        group_figures=group_figures,
+        intrascan=intrascan,
+        cleaning=cleaning,
+        cleaning_columns=columns,
+        warnings=warnings,
+        command_line=" ".join(snapshot.get("execution", {}).get("command_line", [])),
+        environment=_environment(),
+        methods=paragraph,
+        references=references,
+        version=__version__,
+    )
+    return writer.write_text(output_dir / "group.html", html)
+
+
+def cleaning_row(label: str, quality: dict[str, Any]) -> dict[str, str]:
+    """One line of the group report's cleaning table from a ``desc-clean_quality.json``."""
+    row = {"run": label}
+    slices = quality.get("spectral", {}).get("slice_harmonics", {}).get("change_db")
+    row["slice harmonics (worst, dB)"] = f"{max(slices):+.1f}" if slices else "-"
+    rms = quality.get("bcg", {}).get("beat_locked_rms_uv")
+    row["BCG beat-locked RMS (median, dB)"] = (
+        f"{rms['reduction_db']['median']:+.1f}" if rms else "-"
+    )
+    bcg = quality.get("bcg", {})
+    row["cardiac reference"] = str(bcg.get("cardiac_reference") or bcg.get("reason", "-"))
+    row["heart rate (bpm)"] = str(bcg.get("heart_rate_bpm", "-"))
+    row["bad channels"] = str(len(quality.get("bad_channels", {})))
+    truth = quality.get("ground_truth", {}).get("interior") or quality.get("ground_truth", {}).get(
+        "scan"
+    )
+    if truth:
+        row["ground-truth r (median)"] = f"{truth['correlation']['median']:.3f}"
+    return row
+
+
 def collect_runs(output_dir: Path, subject: str) -> list[RunEntry]:
     """Gather the outputs of every run of a subject, in name order."""
     root = output_dir / f"sub-{subject}"

@@ -23,7 +23,7 @@ from bids_neurobolt.derivatives.clean import write_clean
 from bids_neurobolt.eeg.bcg import BCGParams
 from bids_neurobolt.eeg.gradient import GradientParams
 from bids_neurobolt.eeg.pipeline import CleanParams, CleanResult, clean_recording
-from bids_neurobolt.errors import MissingInputError
+from bids_neurobolt.errors import DataError, MissingInputError
 from bids_neurobolt.report import figures
 from bids_neurobolt.stages.context import RunContext, StageResult
 
@@ -101,20 +101,12 @@ def run(ctx: RunContext) -> StageResult:
         slice_samples = sync.slice_samples
     slice_timing = np.asarray(bold.slice_timing) if bold is not None and bold.slice_timing else None
     truth = _ground_truth(ctx, names)
-    result = clean_recording(
-        RawRows(raw),
-        float(raw.info["sfreq"]),
-        names,
-        types,
-        None if sync is None else sync.volume_samples,
-        slice_samples=slice_samples,
-        slice_timing=slice_timing,
-        repetition_time=None if bold is None else bold.repetition_time,
-        bad_channels=list(raw.info["bads"]),
-        params=params,
-        truth=truth,
-        progress=lambda line: logger.debug("%s: %s", ctx.spec.label, line),
-    )
+    try:
+        result = _clean(ctx, raw, names, types, params, slice_samples, slice_timing, truth)
+    except DataError as exc:
+        if exc.path is None:  # the arrays' checks do not know the file: name it
+            raise DataError(exc.problem, path=ctx.spec.eeg, fix=exc.fix) from None
+        raise
     _figures(ctx, raw, result)
     sources = [ctx.uri(ctx.spec.eeg)]
     if ctx.spec.bold is not None:
@@ -137,6 +129,33 @@ def run(ctx: RunContext) -> StageResult:
         diag["real_time_factor"],
     )
     return StageResult("done", outputs=written)
+
+
+def _clean(
+    ctx: RunContext,
+    raw: Any,
+    names: list[str],
+    types: list[str],
+    params: CleanParams,
+    slice_samples: NDArray[np.int64] | None,
+    slice_timing: NDArray[np.float64] | None,
+    truth: NDArray[np.float32] | None,
+) -> CleanResult:
+    sync, bold = ctx.sync, ctx.bold
+    return clean_recording(
+        RawRows(raw),
+        float(raw.info["sfreq"]),
+        names,
+        types,
+        None if sync is None else sync.volume_samples,
+        slice_samples=slice_samples,
+        slice_timing=slice_timing,
+        repetition_time=None if bold is None else bold.repetition_time,
+        bad_channels=list(raw.info["bads"]),
+        params=params,
+        truth=truth,
+        progress=lambda line: logger.debug("%s: %s", ctx.spec.label, line),
+    )
 
 
 def _parameters(ctx: RunContext) -> dict[str, Any]:

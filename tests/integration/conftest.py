@@ -90,3 +90,23 @@ def atlas_args(bids_root: Path) -> tuple[str, str]:
     """``--atlas`` with the atlas the simulator planted its ROI signals in."""
     atlas = bids_root / "sourcedata/simulation/tpl-MNI152NLin2009cAsym_atlas-simulated_dseg.nii.gz"
     return ("--atlas", str(atlas))
+
+
+#: Long enough for the intra-scan split (80/10/10 with 20 s gaps): 150 volumes of 2 s.
+LONG = {"n_subjects": 1, "duration": 300.0, "sfreq": 1000.0, "tr": 2.0, "n_channels": 16}
+
+
+@pytest.fixture(scope="session")
+def long_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One subject, a 5-minute EEG-fMRI session and an EEG-only session."""
+    root = tmp_path_factory.mktemp("sim_long") / "bids"
+    simulate_dataset(root, seed=7, eeg_only_sessions=True, **LONG)
+    return root
+
+
+@pytest.fixture(scope="session")
+def group_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three subjects of 80 s, 8 EEG channels: enough for a 3-fold inter-subject evaluation."""
+    root = tmp_path_factory.mktemp("sim_group") / "bids"
+    simulate_dataset(root, seed=11, **{**LONG, "n_subjects": 3, "n_channels": 8, "duration": 80.0})
+    return root

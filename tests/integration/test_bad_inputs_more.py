@@ -231,10 +231,16 @@ class Case:
 CASES: dict[str, Case] = {
     # EEG content
     "NaN samples in the EEG": Case(
-        nan_samples, 65, ("NaN", "F3 (10 samples, first at 20.000 s)", "channels.tsv"), "sync,clean"
+        nan_samples,
+        65,
+        ("sub-01_task-rest_eeg.vhdr", "NaN", "F3 (10 samples, first at 20.000 s)", "channels.tsv"),
+        "sync,clean",
     ),
     "infinite sample in the EEG": Case(
-        inf_sample, 65, ("infinite", "C4 (1 samples, first at 0.100 s)"), "sync,clean"
+        inf_sample,
+        65,
+        ("sub-01_task-rest_eeg.vhdr", "infinite", "C4 (1 samples, first at 0.100 s)"),
+        "sync,clean",
     ),
     "zero-length EEG data": Case(keep_seconds(0), 65, ("sub-01_task-rest_eeg.vhdr", "no samples")),
     "one-second EEG recording": Case(

@@ -131,19 +131,21 @@ def test_eeg_only_sessions_are_kept_without_a_sync_table(
     assert not (eeg_only / "func").exists()
 
 
-def test_group_level_after_participant_says_there_is_nothing_to_aggregate(
+def test_group_level_with_two_subjects_tests_each_on_the_other(
     small_dataset: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     result = run_cli(
-        small_dataset, out, "participant", "-w", tmp_path / "w", *atlas_args(small_dataset)
-    )
+        small_dataset, out, "participant", "-w", tmp_path / "w", "--steps",
+        "sync,clean,targets", *atlas_args(small_dataset),
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
 
-    result = run_cli(small_dataset, out, "group", "-w", tmp_path / "w")
+    result = run_cli(small_dataset, out, "group", "-w", tmp_path / "w", "--sloppy")
 
     assert result.exit_code == 0, result.output
-    assert "nothing to aggregate" in result.output
+    assert "group fold 2/2: train 02 | validate - | test 01" in result.output
+    assert (out / "group.html").is_file()
 
 
 def test_group_level_without_participant_outputs_is_missing_input(

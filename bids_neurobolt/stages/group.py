@@ -1,0 +1,478 @@
+"""Group level: NeuroBOLT across subjects, from the participant-level outputs alone.
+
+Reads every run of OUTPUT_DIR that has cleaned EEG (``desc-clean``) and ROI targets
+(``desc-bold``), pairs each volume with the 16 s of EEG before it (windows cached in the
+work folder, memory-mapped, so a rerun does not cut them again), then evaluates the
+model on subjects it was not trained on:
+
+- k-fold cross-validation across subjects (``--folds``; fold ``i`` tests, fold ``i + 1``
+  validates, the rest train), or the explicit split of ``--group-split``; with two
+  subjects, each tests the model trained on the other (no validation: last epoch);
+- the ridge baseline on the same splits;
+- one model trained on every subject (the validation subjects of the first fold choose
+  its epoch), saved in ``models/`` to apply to new EEG with ``--model``.
+
+Outputs (``group/`` and ``models/`` are in ``.bidsignore``)::
+
+    group/group_atlas-<A>_desc-neurobolt_metrics.tsv   per run and ROI: test r and MSE
+    group/group_atlas-<A>_desc-neurobolt_summary.tsv   per ROI: mean, SD, median over runs
+    group/group_atlas-<A>_desc-neurobolt_folds.json    folds, epochs, settings (written last)
+    group/figures/group_atlas-<A>_desc-rhist_bold.svg  distribution of r per ROI
+    models/group_atlas-<A>_desc-neurobolt_model.safetensors + .json
+
+References
+----------
+.. [1] Li Y, Lou A, Xu Z, et al. (2024). NeuroBOLT: Resting-state EEG-to-fMRI synthesis
+   with multi-dimensional feature mapping. NeurIPS 2024.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bids_neurobolt.config import Config
+from bids_neurobolt.derivatives import writer
+from bids_neurobolt.errors import ConfigError, DataError, MissingInputError
+from bids_neurobolt.report import figures
+from bids_neurobolt.stages.model import read_clean_eeg
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GroupRun:
+    """One participant-level run usable at the group level."""
+
+    label: str
+    subject: str
+    windows: Any  # bids_neurobolt.train.Windows
+    targets: np.ndarray  # (n_windows, n_rois), rows of the windows' volumes
+    roi_names: list[str]
+    atlas: str
+    repetition_time: float
+    quality: dict[str, Any]
+
+
+@dataclass
+class GroupResult:
+    """What the group level wrote."""
+
+    status: str  # "done" or "skipped"
+    outputs: list[Path]
+    metrics: pd.DataFrame | None = None
+
+
+def group_paths(output_dir: Path, atlas: str) -> dict[str, Path]:
+    """Return the group-level output files for an atlas label."""
+    stem = f"group_atlas-{atlas}_desc-neurobolt"
+    folder = output_dir / "group"
+    return {
+        "metrics": folder / f"{stem}_metrics.tsv",
+        "summary": folder / f"{stem}_summary.tsv",
+        "folds": folder / f"{stem}_folds.json",
+        "figure": folder / "figures" / f"group_atlas-{atlas}_desc-rhist_bold.svg",
+        "model": output_dir / "models" / f"{stem}_model",
+    }
+
+
+def run_group(config: Config, work_dir: Path) -> GroupResult:
+    """Train and evaluate NeuroBOLT across subjects and write the group outputs.
+
+    Parameters
+    ----------
+    config : Config
+        The invocation's configuration (science settings, ``--group-split``, device).
+    work_dir : Path
+        Folder of the window cache (kept between invocations).
+
+    Returns
+    -------
+    GroupResult
+
+    Raises
+    ------
+    MissingInputError
+        Fewer than two subjects with cleaned EEG and targets.
+    ConfigError
+        A split file that is not valid or names no subject with results.
+    """
+    from bids_neurobolt.train import WindowCache
+
+    output_dir = config.execution.output_dir
+    runs = collect_runs(output_dir, WindowCache(work_dir / "windows"))
+    subjects = sorted({r.subject for r in runs})
+    if len(subjects) < 2:
+        raise MissingInputError(
+            f"the group level needs cleaned EEG and ROI targets of at least two participants; "
+            f"found {len(subjects)} ({', '.join(subjects) or 'none'}).",
+            path=output_dir,
+            fix="Run the participant level (stages clean and targets) for more participants "
+            "into this folder first.",
+        )
+    atlas = runs[0].atlas
+    paths = group_paths(output_dir, atlas)
+    fingerprint = _fingerprint(config, runs)
+    if _up_to_date(paths["folds"], fingerprint):
+        logger.info(
+            "group level up to date (%d runs of %d subjects), skipped.", len(runs), len(subjects)
+        )
+        return GroupResult("skipped", [paths["folds"]])
+    return _evaluate(config, runs, paths, fingerprint)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def collect_runs(output_dir: Path, cache: Any) -> list[GroupRun]:
+    """Gather the runs with cleaned EEG and targets (one atlas: the most common one).
+
+    Runs are made comparable: the channels and ROIs common to all of them are kept.
+    """
+    from bids_neurobolt.train import cache_key, make_windows
+
+    found = []
+    for sidecar in sorted(output_dir.glob("sub-*/**/func/*_desc-bold_timeseries.json")):
+        label = sidecar.name.split("_space-")[0]
+        eeg_dir = sidecar.parent.parent / "eeg"
+        vhdr = eeg_dir / f"{label}_desc-clean_eeg.vhdr"
+        quality = eeg_dir / f"{label}_desc-clean_quality.json"
+        if not (vhdr.is_file() and quality.is_file()):
+            logger.info("%s: no cleaned EEG; left out of the group level.", label)
+            continue
+        found.append((label, sidecar, vhdr, quality))
+    if not found:
+        return []
+    atlases = Counter(_entity(s.name, "atlas") for _, s, _, _ in found)
+    atlas = atlases.most_common(1)[0][0]
+    if len(atlases) > 1:
+        logger.warning(
+            "targets of several atlases (%s); the group level uses %s, the most common.",
+            ", ".join(sorted(atlases)),
+            atlas,
+        )
+    runs = []
+    for label, sidecar, vhdr, quality in found:
+        if _entity(sidecar.name, "atlas") != atlas:
+            continue
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        table = pd.read_csv(
+            sidecar.with_suffix(".tsv"), sep="\t", na_values="n/a", keep_default_na=False
+        )
+        key = cache_key(eeg=_file_digest(vhdr.with_suffix(".eeg")), events=_file_digest(
+            vhdr.with_name(vhdr.name.replace("_eeg.vhdr", "_events.tsv"))))  # fmt: skip
+
+        def make(vhdr: Path = vhdr, quality: Path = quality) -> Any:
+            eeg, names, sfreq, volumes = read_clean_eeg(vhdr, quality)
+            return make_windows(eeg, volumes, ch_names=names, sfreq=sfreq)
+
+        windows = cache.get_or_make(key, make)
+        if windows.volumes.max() >= len(table):
+            logger.warning(
+                "%s: the cleaned EEG has more volumes than the targets; left out.", label
+            )
+            continue
+        runs.append(
+            GroupRun(
+                label=label,
+                subject=label.split("_")[0].removeprefix("sub-"),
+                windows=windows,
+                targets=table.to_numpy(np.float32)[windows.volumes],
+                roi_names=list(table.columns),
+                atlas=atlas,
+                repetition_time=float(meta["RepetitionTime"]),
+                quality=json.loads(quality.read_text(encoding="utf-8")),
+            )
+        )
+    return _harmonise(runs)
+
+
+def _harmonise(runs: list[GroupRun]) -> list[GroupRun]:
+    """Keep the channels and ROIs every run has (in the first run's order)."""
+    if not runs:
+        return runs
+    channels = [c for c in runs[0].windows.ch_names if all(c in r.windows.ch_names for r in runs)]
+    rois = [n for n in runs[0].roi_names if all(n in r.roi_names for r in runs)]
+    if not channels or not rois:
+        raise DataError(
+            "the runs share no EEG channel or no ROI, so no model can be trained across them.",
+            fix="Process every participant with the same montage and atlas.",
+        )
+    for run in runs:
+        if list(run.windows.ch_names) != channels:
+            from bids_neurobolt.train import Windows
+
+            idx = [run.windows.ch_names.index(c) for c in channels]
+            w = run.windows
+            run.windows = Windows(
+                np.ascontiguousarray(w.data[:, idx]), w.volumes, w.ends, w.excluded, w.sfreq,
+                tuple(channels),
+            )  # fmt: skip
+        if run.roi_names != rois:
+            run.targets = run.targets[:, [run.roi_names.index(n) for n in rois]]
+            run.roi_names = rois
+    dropped = {c for r in runs for c in r.windows.ch_names} - set(channels)
+    if dropped:
+        logger.warning(
+            "channels missing from some runs were left out: %s", ", ".join(sorted(dropped))
+        )
+    return runs
+
+
+def _entity(name: str, key: str) -> str:
+    return next((p[len(key) + 1 :] for p in name.split("_") if p.startswith(f"{key}-")), "")
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _fingerprint(config: Config, runs: list[GroupRun]) -> dict[str, Any]:
+    split_file = config.inputs.group_split
+    return {
+        "ScienceHash": config.science.digest("group"),
+        "Runs": sorted(r.label for r in runs),
+        "GroupSplit": None if split_file is None else _file_digest(split_file),
+        "Pretrained": None if config.inputs.pretrained is None else str(config.inputs.pretrained),
+    }
+
+
+def _up_to_date(folds: Path, fingerprint: dict[str, Any]) -> bool:
+    try:
+        meta = json.loads(folds.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return meta.get("Fingerprint") == fingerprint
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def make_splits(
+    window_subjects: np.ndarray, config: Config
+) -> tuple[list[Any], list[dict[str, list[str]]]]:
+    """Return the inter-subject splits and, for each, its subjects per set.
+
+    Raises
+    ------
+    ConfigError
+        An unreadable or invalid ``--group-split`` file, or more folds than subjects.
+    """
+    from bids_neurobolt.train import Split, kfold_subject_splits, subject_split
+
+    subjects = sorted(set(window_subjects.tolist()))
+    path = config.inputs.group_split
+    if path is not None:
+        sets = _read_split_file(path)
+        split = subject_split(window_subjects, **sets)
+        return [split], [sets]
+    k = config.science.folds or min(5, len(subjects))
+    if k > len(subjects):
+        raise ConfigError(
+            f"--folds {k} is more than the {len(subjects)} subjects with results.",
+            fix=f"Use --folds between 3 and {len(subjects)}, or 0 (automatic).",
+        )
+    if len(subjects) == 2 or k == 2:
+        splits, described = [], []
+        for test in subjects:
+            train = [s for s in subjects if s != test]
+            labels = window_subjects
+            splits.append(
+                Split(
+                    np.flatnonzero(np.isin(labels, train)),
+                    np.zeros(0, dtype=np.int64),
+                    np.flatnonzero(labels == test),
+                )
+            )
+            described.append({"train": train, "val": [], "test": [test]})
+        return splits, described
+    splits, folds = kfold_subject_splits(window_subjects, k, seed=config.science.random_seed)
+    described = [
+        {
+            "train": [s for j, f in enumerate(folds) if j not in (i, (i + 1) % k) for s in f],
+            "val": folds[(i + 1) % k],
+            "test": folds[i],
+        }
+        for i in range(k)
+    ]
+    return splits, described
+
+
+def _read_split_file(path: Path) -> dict[str, list[str]]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot read the split file ({exc}).",
+            path=path,
+            fix='Write JSON like {"train": ["01", "02"], "val": ["03"], "test": ["04"]}.',
+        ) from None
+    if not isinstance(data, dict) or set(data) - {"train", "val", "test"} or "train" not in data:
+        raise ConfigError(
+            "the split file must be a JSON object with keys train, val (optional) and test.",
+            path=path,
+            fix='Write JSON like {"train": ["01", "02"], "val": ["03"], "test": ["04"]}.',
+        )
+    return {
+        key: [str(s).removeprefix("sub-") for s in data.get(key, [])]
+        for key in ("train", "val", "test")
+    }
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _evaluate(
+    config: Config, runs: list[GroupRun], paths: dict[str, Path], fingerprint: dict[str, Any]
+) -> GroupResult:
+    from bids_neurobolt.model.weights import ModelMetadata, read_labram_state, save_model
+    from bids_neurobolt.train import (
+        Runtime,
+        TrainConfig,
+        concatenate,
+        grouped_metrics,
+        ridge_baseline,
+        train_neurobolt,
+    )
+
+    science = config.science
+    stack, run_index = concatenate([r.windows for r in runs])
+    y = np.concatenate([r.targets for r in runs])
+    labels = np.array([runs[i].label for i in run_index])
+    subjects = np.array([runs[i].subject for i in run_index])
+    ch_names, roi_names = list(runs[0].windows.ch_names), runs[0].roi_names
+    splits, described = make_splits(subjects, config)
+    pretrained = (
+        read_labram_state(config.inputs.pretrained)
+        if config.inputs.pretrained is not None
+        else None
+    )
+    train_config = (
+        TrainConfig.sloppy(seed=science.random_seed)
+        if science.sloppy
+        else TrainConfig(batch_size=64, seed=science.random_seed)  # the paper's inter-subject batch
+    )
+    runtime = Runtime(device=config.execution.device, progress=False)
+    rows, folds_meta = [], []
+    for fold, (split, sets) in enumerate(zip(splits, described, strict=True), start=1):
+        logger.info(
+            "group fold %d/%d: train %s | validate %s | test %s (%d/%d/%d windows).",
+            fold, len(splits), ",".join(sets["train"]), ",".join(sets["val"]) or "-",
+            ",".join(sets["test"]), split.train.size, split.val.size, split.test.size,
+        )  # fmt: skip
+        fit = train_neurobolt(
+            stack, y, split, ch_names=ch_names, roi_names=roi_names, sloppy=science.sloppy,
+            seed=science.random_seed, pretrained=pretrained, train_config=train_config,
+            runtime=runtime,
+        )  # fmt: skip
+        baseline = ridge_baseline(stack, y, split, roi_names=roi_names, sfreq=runs[0].windows.sfreq)
+        test = split.test
+        ours = grouped_metrics(y[test], fit.predictions[test], labels[test], roi_names)
+        base = grouped_metrics(y[test], baseline.predictions[test], labels[test], roi_names)
+        merged = ours.merge(
+            base.rename(columns={"pearson_r": "baseline_r", "mse": "baseline_mse"}),
+            on=["group", "roi", "n"],
+        )
+        merged.insert(0, "fold", fold)
+        rows.append(merged)
+        folds_meta.append(
+            {**sets, "best_epoch": fit.best_epoch, "windows": split.sizes(),
+             "history": fit.history.round(6).to_dict(orient="list"), "device": fit.device}
+        )  # fmt: skip
+    metrics = pd.concat(rows, ignore_index=True).rename(columns={"group": "run"})
+    metrics.insert(1, "subject", [r.split("_")[0].removeprefix("sub-") for r in metrics["run"]])
+    summary = summarise(metrics)
+
+    # One model from every subject (the first fold's validation subjects pick the epoch).
+    from bids_neurobolt.train import Split
+
+    val_subjects = described[0]["val"]
+    final_split = Split(
+        np.flatnonzero(~np.isin(subjects, val_subjects)),
+        np.flatnonzero(np.isin(subjects, val_subjects)),
+        np.zeros(0, dtype=np.int64),
+    )
+    final = train_neurobolt(
+        stack, y, final_split, ch_names=ch_names, roi_names=roi_names, sloppy=science.sloppy,
+        seed=science.random_seed, pretrained=pretrained, train_config=train_config,
+        runtime=runtime,
+    )  # fmt: skip
+    repetition_time = float(np.median([r.repetition_time for r in runs]))
+    metadata = ModelMetadata.for_model(
+        final.model, roi_names, atlas=runs[0].atlas, config_hash=science.digest("group"),
+        seed=science.random_seed,
+        target_scaling={"Method": science.scaling, "Note": "per run, see each desc-bold sidecar"},
+        training={"split": "inter-subject, all subjects", "subjects": sorted(set(subjects)),
+                  "validation_subjects": val_subjects, "best_epoch": final.best_epoch,
+                  "repetition_time": repetition_time, "train_config": train_config.to_dict()},
+    )  # fmt: skip
+    paths["model"].parent.mkdir(parents=True, exist_ok=True)
+    model_files = save_model(final.model, paths["model"], metadata)
+    outputs = [*model_files]
+    table = {
+        "sep": "\t",
+        "index": False,
+        "na_rep": "n/a",
+        "float_format": "%.6g",
+        "lineterminator": "\n",
+    }
+    outputs.append(writer.write_text(paths["metrics"], metrics.to_csv(**table)))
+    outputs.append(writer.write_text(paths["summary"], summary.to_csv(**table)))
+    outputs.append(writer.write_text(paths["figure"], figures.r_histograms(metrics)))
+    split_kind = (
+        "explicit (--group-split)"
+        if config.inputs.group_split
+        else f"{len(splits)}-fold across subjects"
+    )
+    model_uri = f"bids::{model_files[0].relative_to(config.execution.output_dir).as_posix()}"
+    outputs.append(
+        writer.write_json(
+            paths["folds"],
+            {
+                "Description": "Inter-subject NeuroBOLT evaluation (bids-neurobolt group level).",
+                "Split": split_kind,
+                "Folds": folds_meta,
+                "Channels": ch_names,
+                "ROIs": roi_names,
+                "Model": model_uri,
+                "TrainConfig": train_config.to_dict(),
+                "Fingerprint": fingerprint,
+                "RandomSeed": science.random_seed,
+            },
+        )
+    )
+    test_r = summary.set_index("roi")["mean_r"]
+    logger.info(
+        "group level: %d runs of %d subjects, %d fold(s); mean test r over ROIs %.3f "
+        "(ridge baseline %.3f).",
+        len(runs), len(set(subjects)), len(splits), float(test_r.mean()),
+        float(summary["mean_baseline_r"].mean()),
+    )  # fmt: skip
+    return GroupResult("done", outputs, metrics)
+
+
+def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per ROI: runs, mean, SD and median of the test r, and the baseline's mean r."""
+    grouped = metrics.groupby("roi", sort=False)
+    return pd.DataFrame(
+        {
+            "roi": list(grouped.groups),
+            "n_runs": grouped["pearson_r"].count().to_numpy(),
+            "mean_r": grouped["pearson_r"].mean().to_numpy(),
+            "sd_r": grouped["pearson_r"].std(ddof=1).to_numpy(),
+            "median_r": grouped["pearson_r"].median().to_numpy(),
+            "mean_baseline_r": grouped["baseline_r"].mean().to_numpy(),
+        }
+    )

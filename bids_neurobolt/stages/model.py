@@ -1,0 +1,603 @@
+"""``model`` stage: train NeuroBOLT on a run (intra-scan split) or apply a trained model.
+
+Training (no ``--model``), for a run with cleaned EEG and ROI targets:
+
+1. windows: the 16 s of ``desc-clean`` EEG (model channels, 200 Hz) that end at each
+   volume marker, paired with that volume's row of the ``desc-bold`` targets;
+2. the paper's chronological split: first 80 % of the windows train, the next 10 %
+   validate and the rest test, each later part without its first 20 s (10 TRs at 2.1 s);
+3. NeuroBOLT trained on the training windows (``--pretrained``: LaBraM weights first),
+   the epoch kept by validation loss; the ridge baseline on band powers on the same
+   split;
+4. ``desc-neurobolt_timeseries.tsv`` (a prediction for every volume with a full window),
+   ``desc-neurobolt_metrics.tsv`` (r and MSE per ROI and set, NeuroBOLT and baseline),
+   ``models/<run>_atlas-<A>_desc-neurobolt_model.safetensors`` with its JSON, figures.
+
+Applying (``--model PATH``), for any run with cleaned EEG, EEG-only runs included:
+predictions at each volume marker, or on a regular grid at the model's training TR
+when the recording has no markers; metrics over all volumes when the run has targets.
+
+The timeseries sidecar is written last: with the current settings hash (and the same
+pre-trained or applied model) it marks a complete result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bids_neurobolt.derivatives import naming, writer
+from bids_neurobolt.errors import DataError, MissingInputError, NeuroboltWarning
+from bids_neurobolt.report import figures
+from bids_neurobolt.stages.context import RunContext, StageResult
+
+logger = logging.getLogger(__name__)
+
+#: Seconds dropped at the start of the validation and of the test part (10 TRs of 2.1 s).
+SPLIT_GAP_SECONDS = 20.0
+
+
+@dataclass
+class RunData:
+    """What the model stage reads for one run.
+
+    Attributes
+    ----------
+    eeg : numpy.ndarray, shape (n_channels, n_samples)
+        Cleaned EEG of the model channels (µV, 200 Hz).
+    ch_names : list of str
+        Their names (10-20 labels).
+    sfreq : float
+        Rate of ``eeg`` (Hz).
+    volumes : numpy.ndarray of int
+        Volume-marker samples at ``sfreq`` (empty for a recording without markers).
+    clean_vhdr : Path
+        The cleaned EEG file.
+    targets : pandas.DataFrame | None
+        Scaled ROI targets, one row per volume (None for EEG-only runs).
+    targets_path : Path | None
+        Their TSV.
+    atlas : str | None
+        Atlas label of the targets.
+    repetition_time : float | None
+        Seconds between volumes.
+    scaling : dict
+        The targets sidecar's ``Parameters.Scaling``.
+    """
+
+    eeg: np.ndarray
+    ch_names: list[str]
+    sfreq: float
+    volumes: np.ndarray
+    clean_vhdr: Path
+    targets: pd.DataFrame | None
+    targets_path: Path | None
+    atlas: str | None
+    repetition_time: float | None
+    scaling: dict[str, Any]
+
+
+def preflight(config: Any) -> None:
+    """Check ``--model`` and ``--pretrained`` before any run is processed.
+
+    Raises
+    ------
+    MissingInputError, DataError
+        When the model's description or weights, or the LaBraM checkpoint, are missing
+        or unreadable (a pickled checkpoint is refused, never executed).
+    """
+    inputs = config.inputs
+    if inputs.model is not None:
+        from bids_neurobolt.model.weights import model_paths, read_metadata
+
+        read_metadata(inputs.model)
+        weights, _ = model_paths(inputs.model)
+        if not weights.is_file():
+            raise MissingInputError(
+                "the model weights (.safetensors next to the .json) do not exist.",
+                path=weights,
+                fix="Pass the stem, .json or .safetensors of a model written by bids-neurobolt "
+                "(OUTPUT_DIR/models/).",
+            )
+    if inputs.pretrained is not None:
+        from bids_neurobolt.model.weights import read_labram_state
+
+        read_labram_state(inputs.pretrained)
+
+
+def run(ctx: RunContext) -> StageResult:
+    """Train NeuroBOLT on the run, or apply ``--model`` to it, and write the results."""
+    applying = ctx.config.inputs.model is not None
+    if not applying and ctx.spec.bold is None:
+        return StageResult(
+            "not applicable", "EEG-only recording: nothing to train on (pass --model to predict)"
+        )
+    targets = find_targets(ctx)
+    if not applying and targets is None:
+        raise MissingInputError(
+            "the run has no ROI targets with the current settings, so NeuroBOLT cannot be "
+            "trained on it.",
+            path=ctx.spec.bold,
+            fix="Include the 'targets' stage (the default --steps), or pass --model to "
+            "apply a trained model instead.",
+        )
+    atlas = _atlas_label(ctx, targets)
+    sidecar = naming.sidecar_path(
+        naming.timeseries_path(ctx.output_dir, ctx.spec.entities, atlas, "neurobolt")
+    )
+    if _up_to_date(ctx, sidecar):
+        return StageResult("skipped", outputs=[sidecar])
+    data = read_run(ctx, targets)
+    _set_threads(ctx.config.execution.nprocs)
+    if applying:
+        return _apply(ctx, data)
+    return _train(ctx, data)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def find_targets(ctx: RunContext) -> Path | None:
+    """Return the run's up-to-date ``desc-bold`` targets table, if there is one."""
+    probe = naming.timeseries_path(ctx.output_dir, ctx.spec.entities, "X")
+    pattern = probe.name.replace("atlas-X", "atlas-*").replace(".tsv", ".json")
+    for sidecar in sorted(probe.parent.glob(pattern)):
+        tsv = sidecar.with_suffix(".tsv")
+        if ctx.up_to_date("targets", tsv, sidecar):
+            return tsv
+    return None
+
+
+def read_run(ctx: RunContext, targets: Path | None) -> RunData:
+    """Read the run's cleaned EEG, its volume markers and its targets.
+
+    Raises
+    ------
+    MissingInputError
+        When the run has no up-to-date cleaned EEG.
+    DataError
+        When the cleaned EEG cannot be read.
+    """
+    entities = ctx.spec.entities
+    vhdr = naming.clean_eeg_path(ctx.output_dir, entities, "eeg", ".vhdr")
+    quality = naming.clean_eeg_path(ctx.output_dir, entities, "quality", ".json")
+    if not ctx.up_to_date("clean", vhdr, quality):
+        raise MissingInputError(
+            "the run has no cleaned EEG with the current settings (desc-clean_eeg.vhdr).",
+            path=vhdr,
+            fix="Include the 'clean' stage (the default --steps) in this or an earlier run.",
+        )
+    eeg, channels, sfreq, volumes = read_clean_eeg(vhdr, quality)
+    table = scaling = None
+    atlas = repetition_time = None
+    if targets is not None:
+        table = pd.read_csv(targets, sep="\t", na_values="n/a", keep_default_na=False)
+        meta = json.loads(targets.with_suffix(".json").read_text(encoding="utf-8"))
+        scaling = meta.get("Parameters", {}).get("Scaling", {})
+        atlas = _atlas_of(targets)
+        repetition_time = float(meta["RepetitionTime"])
+    elif ctx.bold is not None:
+        repetition_time = ctx.bold.repetition_time
+    return RunData(
+        eeg=eeg,
+        ch_names=list(channels),
+        sfreq=sfreq,
+        volumes=volumes,
+        clean_vhdr=vhdr,
+        targets=table,
+        targets_path=targets,
+        atlas=atlas,
+        repetition_time=repetition_time,
+        scaling=scaling or {},
+    )
+
+
+def read_clean_eeg(vhdr: Path, quality: Path) -> tuple[np.ndarray, list[str], float, np.ndarray]:
+    """Read the model channels and volume markers of a ``desc-clean`` EEG derivative.
+
+    Returns
+    -------
+    eeg : numpy.ndarray, shape (n_channels, n_samples), float32
+        The model-input channels (µV).
+    ch_names : list of str
+        Their names.
+    sfreq : float
+        Sampling rate (Hz).
+    volumes : numpy.ndarray of int
+        Volume-marker samples (empty for a recording without markers).
+
+    Raises
+    ------
+    DataError
+        When the files cannot be read.
+    """
+    import mne
+
+    try:
+        channels = json.loads(quality.read_text(encoding="utf-8"))["channels"]["model_input"]
+        raw = mne.io.read_raw_brainvision(vhdr, preload=False, verbose="error")
+        eeg = raw.get_data(picks=channels, verbose="error").astype(np.float32) * np.float32(1e6)
+        events = pd.read_csv(
+            vhdr.with_name(vhdr.name.replace("_eeg.vhdr", "_events.tsv")), sep="\t"
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise DataError(
+            f"cannot read the cleaned EEG ({type(exc).__name__}: {exc}).",
+            path=vhdr,
+            fix="Delete the run's desc-clean files and run the 'clean' stage again.",
+        ) from None
+    volumes = events.loc[events["trial_type"] == "volume", "sample"].to_numpy(np.int64)
+    return eeg, list(channels), float(raw.info["sfreq"]), volumes
+
+
+def _atlas_of(path: Path) -> str:
+    return next(p[6:] for p in path.name.split("_") if p.startswith("atlas-"))
+
+
+def _atlas_label(ctx: RunContext, targets: Path | None) -> str:
+    if ctx.config.inputs.model is not None:
+        from bids_neurobolt.model.weights import read_metadata
+
+        atlas = read_metadata(ctx.config.inputs.model).atlas
+        return atlas or "custom"
+    assert targets is not None
+    return _atlas_of(targets)
+
+
+def _fingerprint(path: Path | None) -> str | None:
+    """SHA-256 of a model or weights file (part of what makes a result up to date)."""
+    if path is None:
+        return None
+    if path.suffix not in {".safetensors", ".json", ".pth", ".pt", ".bin"}:
+        path = path.with_name(path.name + ".safetensors")
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _inputs_fingerprint(ctx: RunContext) -> dict[str, str | None]:
+    inputs = ctx.config.inputs
+    try:
+        return {
+            "Model": _fingerprint(inputs.model),
+            "Pretrained": _fingerprint(inputs.pretrained),
+        }
+    except OSError:
+        return {"Model": None, "Pretrained": None}
+
+
+def _up_to_date(ctx: RunContext, sidecar: Path) -> bool:
+    tsv = sidecar.with_suffix(".tsv")
+    if not ctx.up_to_date("model", tsv, sidecar):
+        return False
+    meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    return meta.get("InputChecksums") == _inputs_fingerprint(ctx)
+
+
+def _set_threads(nprocs: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != nprocs:
+        torch.set_num_threads(nprocs)
+
+
+def _runtime(ctx: RunContext) -> Any:
+    """Device and progress display: a bar on a terminal, one log line per epoch otherwise."""
+    from bids_neurobolt.train.loop import Runtime
+
+    execution = ctx.config.execution
+    bar = execution.verbosity >= 0 and sys.stderr.isatty()
+    return Runtime(device=execution.device, progress=bar)
+
+
+def _epoch_logger(ctx: RunContext) -> Any:
+    def log(row: Any) -> None:
+        logger.info(
+            "%s: epoch %d, train loss %.4f, validation loss %.4f, validation r %.3f (%.1f s)",
+            ctx.spec.label,
+            int(row["epoch"]),
+            float(row["train_loss"]),
+            float(row["val_loss"]),
+            float(row["val_pearson_r"]),
+            float(row["seconds"]),
+        )
+
+    return log
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _train(ctx: RunContext, data: RunData) -> StageResult:
+    from bids_neurobolt.model.weights import ModelMetadata, read_labram_state, save_model
+    from bids_neurobolt.train import (
+        gap_for_tr,
+        intra_scan_split,
+        make_windows,
+        ridge_baseline,
+        train_neurobolt,
+    )
+
+    assert data.targets is not None and data.repetition_time is not None
+    science, inputs = ctx.config.science, ctx.config.inputs
+    _check_volumes(data)
+    windows = make_windows(data.eeg, data.volumes, ch_names=data.ch_names, sfreq=data.sfreq)
+    roi_names = list(data.targets.columns)
+    y = data.targets.to_numpy(np.float32)[windows.volumes]
+    try:
+        split = intra_scan_split(
+            len(windows), gap=gap_for_tr(data.repetition_time, SPLIT_GAP_SECONDS)
+        )
+    except DataError as exc:
+        warnings.warn(
+            f"NeuroboltWarning: {ctx.spec.label}: NeuroBOLT not trained on this run: "
+            f"{exc.message} {exc.fix or ''}".strip(),
+            NeuroboltWarning,
+            stacklevel=1,
+        )
+        return StageResult(
+            "not applicable", f"run too short for the intra-scan split: {exc.message}"
+        )
+    pretrained = read_labram_state(inputs.pretrained) if inputs.pretrained is not None else None
+    logger.info(
+        "%s: training NeuroBOLT on %d windows x %d channels, %d ROI(s) (train %d, val %d, "
+        "test %d)%s.",
+        ctx.spec.label,
+        len(windows),
+        len(data.ch_names),
+        len(roi_names),
+        split.train.size,
+        split.val.size,
+        split.test.size,
+        ", sloppy" if science.sloppy else "",
+    )
+    fit = train_neurobolt(
+        windows.data, y, split, ch_names=data.ch_names, roi_names=roi_names,
+        sloppy=science.sloppy, seed=science.random_seed, pretrained=pretrained,
+        runtime=_runtime(ctx), callback=_epoch_logger(ctx),
+    )  # fmt: skip
+    if fit.pretrained is not None:
+        logger.info("%s: LaBraM weights: %s", ctx.spec.label, fit.pretrained.summary())
+    baseline = ridge_baseline(windows.data, y, split, roi_names=roi_names, sfreq=data.sfreq)
+    metrics = fit.metrics.merge(
+        baseline.metrics.rename(
+            columns={"baseline_pearson_r": "baseline_r", "baseline_mse": "baseline_mse"}
+        ),
+        on=["roi", "split", "n"],
+        how="left",
+    )
+    sets = split.labels(len(windows))
+    atlas = data.atlas or "custom"
+    training = {
+        "split": "intra-scan, chronological 80/10/10",
+        "gap_volumes": int(gap_for_tr(data.repetition_time, SPLIT_GAP_SECONDS)),
+        "windows": split.sizes(),
+        "excluded_volumes": windows.excluded.tolist(),
+        "repetition_time": data.repetition_time,
+        "best_epoch": fit.best_epoch,
+        "epochs": int(fit.history["epoch"].max()),
+        "history": fit.history.round(6).to_dict(orient="list"),
+        "device": fit.device,
+        "precision": fit.precision,
+        "seconds": round(fit.seconds, 2),
+        "train_config": fit.extra.get("train_config", {}),
+        "pretrained": None if fit.pretrained is None else fit.pretrained.summary(),
+    }
+    metadata = ModelMetadata.for_model(
+        fit.model, roi_names, atlas=atlas, target_scaling=data.scaling,
+        config_hash=science.digest("model"), seed=science.random_seed, training=training,
+    )  # fmt: skip
+    stem = naming.model_stem(ctx.output_dir, ctx.spec.entities, atlas)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    model_files = save_model(fit.model, stem, metadata)
+    predictions = _per_volume(fit.predictions, windows.volumes, len(data.targets), roi_names)
+    baseline_table = _per_volume(
+        baseline.predictions, windows.volumes, len(data.targets), roi_names
+    )
+    _training_figures(ctx, data, fit, metrics, predictions, baseline_table, windows.volumes, sets)
+    extra = {
+        "Model": f"bids::{model_files[0].relative_to(ctx.output_dir).as_posix()}",
+        "Split": {
+            name: _volume_ranges(windows.volumes[split[name]]) for name in ("train", "val", "test")
+        },
+        "BestEpoch": fit.best_epoch,
+        "Device": fit.device,
+        "Precision": fit.precision,
+        "TrainingSeconds": round(fit.seconds, 2),
+        "PretrainedWeights": None if inputs.pretrained is None else str(inputs.pretrained),
+        "PretrainedReport": training["pretrained"],
+    }
+    written = _write(ctx, data, atlas, predictions, metrics, extra)
+    test = metrics[metrics["split"] == "test"]
+    logger.info(
+        "%s: NeuroBOLT test r (median over %d ROIs) %.3f; ridge baseline %.3f.",
+        ctx.spec.label,
+        len(test),
+        float(test["pearson_r"].median()),
+        float(test["baseline_r"].median()),
+    )
+    return StageResult("done", outputs=[*model_files, *written])
+
+
+def _check_volumes(data: RunData) -> None:
+    n_rows = len(data.targets) if data.targets is not None else 0
+    if data.volumes.size != n_rows:
+        raise DataError(
+            f"the cleaned EEG has {data.volumes.size} volume markers but the targets have "
+            f"{n_rows} rows.",
+            path=data.targets_path,
+            fix="Rerun the 'clean' and 'targets' stages with the same settings (they are "
+            "redone when their settings change).",
+        )
+
+
+# --------------------------------------------------------------------------- applying
+
+
+def _apply(ctx: RunContext, data: RunData) -> StageResult:
+    from bids_neurobolt.model.weights import check_compatible, load_model
+    from bids_neurobolt.train import make_windows, metrics_table, predict, regular_markers
+
+    model_path = ctx.config.inputs.model
+    assert model_path is not None
+    runtime = _runtime(ctx)
+    model, metadata = load_model(model_path, device=runtime.torch_device())
+    roi_names = list(metadata.roi_names)
+    compat = check_compatible(
+        metadata,
+        ch_names=data.ch_names,
+        sfreq=data.sfreq,
+        roi_names=None if data.targets is None else list(data.targets.columns),
+    )
+    eeg = data.eeg[compat.channel_index]
+    ch_names = [data.ch_names[i] for i in compat.channel_index]
+    markers, grid_tr = data.volumes, None
+    if markers.size == 0:
+        grid_tr = data.repetition_time or metadata.training.get("repetition_time")
+        if not grid_tr:
+            raise DataError(
+                "the recording has no volume markers and the model does not record the "
+                "repetition time it was trained at, so there is no prediction grid.",
+                path=model_path,
+                fix="Use a model trained by bids-neurobolt (its JSON records it).",
+            )
+        markers = regular_markers(eeg.shape[1], data.sfreq, float(grid_tr), first=0.0)
+    windows = make_windows(eeg, markers, ch_names=ch_names, sfreq=data.sfreq)
+    values = predict(model, windows.data, runtime=runtime)
+    n_rows = markers.size
+    predictions = _per_volume(values, windows.volumes, n_rows, roi_names)
+    metrics = None
+    if data.targets is not None and compat.roi_index is not None:
+        _check_volumes(data)
+        measured = data.targets.to_numpy(np.float32)[windows.volumes][:, compat.roi_index]
+        metrics = metrics_table(measured, values, {"all": np.arange(len(windows))}, roi_names)
+    tr = float(grid_tr or data.repetition_time or metadata.training.get("repetition_time", 0))
+    extra = {
+        "Model": str(model_path),
+        "ModelConfigHash": metadata.config_hash,
+        "ModelVersion": metadata.version,
+        "PredictionGrid": "volume markers" if grid_tr is None else f"every {tr:g} s (no markers)",
+    }
+    written = _write(ctx, data, metadata.atlas or "custom", predictions, metrics, extra, tr=tr)
+    if metrics is not None:
+        writer.write_text(
+            naming.figure_path(ctx.output_dir, ctx.spec.entities, "roir", "bold"),
+            figures.roi_correlations(metrics, split="all"),
+        )
+    logger.info(
+        "%s: NeuroBOLT predicted %d of %d %s from %s.",
+        ctx.spec.label,
+        len(windows),
+        n_rows,
+        "volumes" if grid_tr is None else "grid steps",
+        Path(model_path).name,
+    )
+    return StageResult("done", outputs=written)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _per_volume(
+    values: np.ndarray, volumes: np.ndarray, n_rows: int, names: list[str]
+) -> pd.DataFrame:
+    """Place window predictions on the volume grid (NaN where a volume has no window)."""
+    table = np.full((n_rows, len(names)), np.nan, dtype=np.float64)
+    table[volumes] = values
+    return pd.DataFrame(table, columns=names)
+
+
+def _volume_ranges(volumes: np.ndarray) -> list[int] | None:
+    return None if volumes.size == 0 else [int(volumes.min()), int(volumes.max())]
+
+
+def _write(
+    ctx: RunContext,
+    data: RunData,
+    atlas: str,
+    predictions: pd.DataFrame,
+    metrics: pd.DataFrame | None,
+    extra: dict[str, Any],
+    tr: float | None = None,
+) -> list[Path]:
+    entities = ctx.spec.entities
+    tsv = naming.timeseries_path(ctx.output_dir, entities, atlas, desc="neurobolt")
+    sidecar = naming.sidecar_path(tsv)
+    tr = tr or data.repetition_time or 0.0
+    written = []
+    if metrics is not None:
+        path = naming.metrics_path(ctx.output_dir, entities, atlas)
+        text = metrics.to_csv(
+            sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n"
+        )
+        written.append(writer.write_text(path, text))
+    written.append(
+        writer.write_text(
+            tsv,
+            predictions.to_csv(
+                sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n"
+            ),
+        )
+    )
+    sources = [f"bids::{data.clean_vhdr.relative_to(ctx.output_dir).as_posix()}"]
+    if data.targets_path is not None:
+        sources.append(f"bids::{data.targets_path.relative_to(ctx.output_dir).as_posix()}")
+    meta = {
+        "Description": naming.DESCRIPTIONS["neurobolt"],
+        "SamplingFrequency": round(1.0 / tr, 9) if tr else None,
+        "RepetitionTime": tr or None,
+        "StartTime": 0.0,
+        "Columns": list(predictions.columns),
+        "Units": "scaled as the desc-bold targets (see TargetScaling)",
+        "TargetScaling": data.scaling,
+        "WindowSeconds": 16.0,
+        "Sources": sources,
+        **extra,
+        "InputChecksums": _inputs_fingerprint(ctx),
+        **ctx.provenance("model"),
+    }
+    written.append(writer.write_json(sidecar, meta))
+    return written
+
+
+def _training_figures(
+    ctx: RunContext,
+    data: RunData,
+    fit: Any,
+    metrics: pd.DataFrame,
+    predictions: pd.DataFrame,
+    baseline: pd.DataFrame,
+    volumes: np.ndarray,
+    sets: np.ndarray,
+) -> None:
+    entities = ctx.spec.entities
+    writer.write_text(
+        naming.figure_path(ctx.output_dir, entities, "training", "bold"),
+        figures.training_curves(fit.history, fit.best_epoch),
+    )
+    test_volumes = volumes[sets == "test"]
+    assert data.targets is not None and data.repetition_time is not None
+    writer.write_text(
+        naming.figure_path(ctx.output_dir, entities, "prediction", "bold"),
+        figures.predicted_vs_measured(
+            test_volumes * data.repetition_time,
+            data.targets.iloc[test_volumes],
+            predictions.iloc[test_volumes],
+            baseline.iloc[test_volumes],
+        ),
+    )
+    writer.write_text(
+        naming.figure_path(ctx.output_dir, entities, "roir", "bold"),
+        figures.roi_correlations(metrics, split="test"),
+    )

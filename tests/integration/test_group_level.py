@@ -1,0 +1,147 @@
+"""End to end: the group level trains NeuroBOLT across subjects from OUTPUT_DIR alone.
+
+Checks (tiny ``--sloppy`` model; accuracy is not judged, structure and bookkeeping are):
+
+- 3 subjects give a 3-fold evaluation in which every subject is tested exactly once, on
+  a model that never saw it (its subject is neither in the training nor the validation set);
+- one metrics row per run and ROI, with NeuroBOLT and ridge-baseline r, and a summary
+  per ROI equal to the mean of those rows;
+- a group model that ``--model`` accepts; ``group.html`` with working relative links;
+- a rerun is skipped; bad group inputs give clear errors.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from .conftest import atlas_args, run_cli
+
+GROUP = "group/group_atlas-simulated_desc-neurobolt"
+
+
+@pytest.fixture(scope="module")
+def participant_out(group_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("group") / "out"
+    result = run_cli(
+        group_dataset, out, "participant", "-w", out.parent / "w", "--skip-bids-validation",
+        "--steps", "sync,clean,targets,report", *atlas_args(group_dataset),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def group_out(participant_out: Path) -> Path:
+    result = run_cli(
+        "unused-bids-dir", participant_out, "group", "-w", participant_out.parent / "w", "--sloppy"
+    )
+    assert result.exit_code == 0, result.output
+    return participant_out
+
+
+def test_every_subject_is_tested_once_on_a_model_that_never_saw_it(group_out: Path) -> None:
+    folds = json.loads((group_out / f"{GROUP}_folds.json").read_text())
+    assert folds["Split"] == "3-fold across subjects"
+    tested = [s for fold in folds["Folds"] for s in fold["test"]]
+    assert sorted(tested) == ["01", "02", "03"]
+    for fold in folds["Folds"]:
+        assert not set(fold["test"]) & (set(fold["train"]) | set(fold["val"]))
+        assert fold["train"] and fold["val"]
+
+    metrics = pd.read_csv(group_out / f"{GROUP}_metrics.tsv", sep="\t", dtype={"subject": str})
+    assert list(metrics.columns) == [
+        "fold", "subject", "run", "roi", "n", "pearson_r", "mse", "baseline_r", "baseline_mse"
+    ]  # fmt: skip
+    assert len(metrics) == 3 * 7  # 3 runs x (6 ROIs + global signal)
+    for _, row in metrics.iterrows():
+        assert row["subject"] in folds["Folds"][row["fold"] - 1]["test"]
+    assert np.isfinite(metrics[["pearson_r", "baseline_r"]]).all().all()
+    summary = pd.read_csv(group_out / f"{GROUP}_summary.tsv", sep="\t")
+    expected = metrics.groupby("roi", sort=False)["pearson_r"].mean()
+    np.testing.assert_allclose(
+        summary.set_index("roi")["mean_r"], expected[summary["roi"]], atol=1e-5
+    )
+    assert (summary["n_runs"] == 3).all()
+
+
+def test_group_model_can_be_applied(group_out: Path, group_dataset: Path, tmp_path: Path) -> None:
+    model = group_out / "models/group_atlas-simulated_desc-neurobolt_model.json"
+    meta = json.loads(model.read_text())
+    assert meta["training"]["subjects"] == ["01", "02", "03"]
+    out = tmp_path / "applied"
+    result = run_cli(
+        group_dataset, out, "participant", "-w", tmp_path / "w", "--skip-bids-validation",
+        "--participant-label", "02", "--model", model, *atlas_args(group_dataset),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert list((out / "sub-02" / "func").glob("*_desc-neurobolt_timeseries.tsv"))
+
+
+def test_group_report_links_work_after_a_move(group_out: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "moved"
+    shutil.copytree(group_out, moved)
+    html = (moved / "group.html").read_text()
+    for marker in ("NeuroBOLT across subjects", "Artifact cleaning across runs", "sub-03.html"):
+        assert marker in html
+    assert "group/figures/group_atlas-simulated_desc-rhist_bold.svg" in html
+    assert (moved / "group/figures/group_atlas-simulated_desc-rhist_bold.svg").is_file()
+    assert html.count("_task-rest</td>") >= 3  # one cleaning row per run
+
+
+def test_group_rerun_is_skipped(group_out: Path) -> None:
+    folds = group_out / f"{GROUP}_folds.json"
+    mtime = folds.stat().st_mtime_ns
+    result = run_cli("unused", group_out, "group", "-w", group_out.parent / "w", "--sloppy")
+    assert result.exit_code == 0, result.output
+    assert "group level up to date" in result.output
+    assert folds.stat().st_mtime_ns == mtime
+
+
+def test_explicit_split_file(participant_out: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(participant_out, out, ignore=shutil.ignore_patterns("group", "models"))
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["sub-01"], "val": ["02"], "test": ["03"]}))
+    result = run_cli(
+        "unused", out, "group", "-w", tmp_path / "w", "--sloppy", "--group-split", split
+    )
+    assert result.exit_code == 0, result.output
+    metrics = pd.read_csv(out / f"{GROUP}_metrics.tsv", sep="\t", dtype={"subject": str})
+    assert set(metrics["subject"]) == {"03"}
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (("--folds", "2"), 2, "folds must be 0 (automatic) or >= 3"),
+        (("--folds", "4"), 2, "--folds 4 is more than the 3 subjects"),
+        (("--group-split", "{bad json"), 2, "cannot read the split file"),
+        (("--group-split", '{"train": ["01"], "tset": ["02"]}'), 2, "keys train, val"),
+    ],
+)
+def test_bad_group_options(participant_out: Path, tmp_path: Path, args, code, fragment) -> None:
+    if args[0] == "--group-split":
+        path = tmp_path / "split.json"
+        path.write_text(args[1])
+        args = (args[0], str(path))
+    result = run_cli("unused", participant_out, "group", "-w", tmp_path / "w", "--sloppy", *args)
+    assert result.exit_code == code, result.output
+    assert fragment in result.output
+
+
+def test_group_with_one_subject_says_what_is_missing(long_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_cli(
+        long_dataset, out, "participant", "-w", tmp_path / "w", "--skip-bids-validation",
+        "--steps", "sync,clean,targets", *atlas_args(long_dataset),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = run_cli("unused", out, "group", "-w", tmp_path / "w", "--sloppy")
+    assert result.exit_code == 66, result.output
+    assert "at least two participants; found 1 (01)" in result.output

@@ -1,0 +1,179 @@
+"""End to end: the ``model`` stage trains NeuroBOLT on a run and applies a saved model.
+
+The tiny model of ``--sloppy`` (two epochs) cannot be judged by its accuracy; these tests
+check what must hold whatever the accuracy:
+
+- one prediction per BOLD volume, ``n/a`` exactly for the volumes without 16 s of EEG;
+- the ridge baseline, trained on the same windows and split, recovers the simulated
+  EEG-driven ROI signals on the test part (median r >= 0.3 over ROIs): the windows are
+  aligned with their volumes (a misalignment of a few TRs destroys this);
+- a saved model applied to the same run reproduces the training stage's predictions
+  (max abs difference 1e-4), and applies to an EEG-only recording on a TR grid;
+- reruns skip, a changed seed retrains; bad model inputs give clear errors.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from .conftest import atlas_args, run_cli
+
+SESSION = "sub-01/ses-eegfmri/func/sub-01_ses-eegfmri_task-rest_space-MNI152NLin2009cAsym"
+
+
+def _table(out: Path, desc: str, suffix: str = "timeseries", folder: str = SESSION) -> Path:
+    return out / f"{folder}_atlas-simulated_desc-{desc}_{suffix}.tsv"
+
+
+@pytest.fixture(scope="module")
+def trained(long_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "out"
+    result = run_cli(
+        long_dataset, out, "participant", "-w", out.parent / "w", "--sloppy",
+        "--skip-bids-validation", *atlas_args(long_dataset),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "model 1 done, 0 up to date, 1 not applicable" in result.output
+    return out
+
+
+def test_training_writes_predictions_metrics_and_a_model(trained: Path) -> None:
+    targets = pd.read_csv(_table(trained, "bold"), sep="\t")
+    predicted = pd.read_csv(_table(trained, "neurobolt"), sep="\t", na_values="n/a")
+    assert list(predicted.columns) == list(targets.columns)
+    assert len(predicted) == len(targets) == 150
+    missing = predicted.isna().all(axis=1).to_numpy()
+    sidecar = json.loads(_table(trained, "neurobolt").with_suffix(".json").read_text())
+    first_window = np.flatnonzero(~missing)[0]
+    assert not missing[first_window:].any() and missing[:first_window].all()
+    assert 0 < first_window <= 9  # 16 s of EEG before the marker: about 8 volumes of 2 s
+    assert sidecar["SamplingFrequency"] == pytest.approx(0.5)
+    assert sidecar["ScienceHash"] and sidecar["RandomSeed"] == 0
+    assert sidecar["Sources"][0].startswith("bids::sub-01/ses-eegfmri/eeg/")
+    train, val, test = (sidecar["Split"][k] for k in ("train", "val", "test"))
+    assert train[0] == first_window and train[1] + 10 < val[0] and val[1] + 10 < test[0]
+
+    metrics = pd.read_csv(_table(trained, "neurobolt", "metrics"), sep="\t")
+    assert list(metrics.columns) == [
+        "roi", "split", "n", "pearson_r", "mse", "baseline_r", "baseline_mse"
+    ]  # fmt: skip
+    assert set(metrics["split"]) == {"train", "val", "test"}
+    assert len(metrics) == 3 * targets.shape[1]
+    test_rows = metrics[metrics["split"] == "test"]
+    assert test_rows["baseline_r"].median() >= 0.3, test_rows
+    assert np.isfinite(test_rows["pearson_r"]).all()
+
+    model = json.loads(
+        (trained / "models/sub-01_ses-eegfmri_task-rest_atlas-simulated_desc-neurobolt_model.json")
+        .read_text()
+    )  # fmt: skip
+    assert len(model["ch_names"]) == 16 and model["roi_names"] == list(targets.columns)
+    assert model["atlas"] == "simulated" and model["target_scaling"]["Method"] == "absmax"
+    assert model["training"]["repetition_time"] == 2.0
+    assert model["config_hash"] == sidecar["ScienceHash"]
+
+
+def test_report_shows_the_model(trained: Path) -> None:
+    html = (trained / "sub-01.html").read_text()
+    for desc in ("training", "prediction", "roir"):
+        assert f"desc-{desc}_bold.svg" in html
+    assert "baseline_r" in html and "LaBraM" in html
+
+
+def test_applying_the_saved_model_reproduces_its_predictions(
+    trained: Path, long_dataset: Path, tmp_path: Path
+) -> None:
+    model = trained / "models/sub-01_ses-eegfmri_task-rest_atlas-simulated_desc-neurobolt_model"
+    out = tmp_path / "applied"
+    result = run_cli(
+        long_dataset, out, "participant", "-w", tmp_path / "w", "--skip-bids-validation",
+        "--model", f"{model}.json", *atlas_args(long_dataset),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "model 2 done" in result.output
+    trained_pred = pd.read_csv(_table(trained, "neurobolt"), sep="\t", na_values="n/a")
+    applied = pd.read_csv(_table(out, "neurobolt"), sep="\t", na_values="n/a")
+    np.testing.assert_allclose(applied.to_numpy(), trained_pred.to_numpy(), atol=1e-4)
+    metrics = pd.read_csv(_table(out, "neurobolt", "metrics"), sep="\t")
+    assert set(metrics["split"]) == {"all"}
+
+    # The EEG-only session has no markers: predictions on a 2 s grid from the start.
+    eeg_only = "sub-01/ses-eegonly/func/sub-01_ses-eegonly_task-rest_space-MNI152NLin2009cAsym"
+    grid = pd.read_csv(_table(out, "neurobolt", folder=eeg_only), sep="\t", na_values="n/a")
+    quality = next((out / "sub-01/ses-eegonly/eeg").glob("*_desc-clean_quality.json"))
+    duration = json.loads(quality.read_text())["duration_s"]
+    assert len(grid) == int(duration // 2) + 1  # one row per 2 s step from t = 0
+    assert list(grid.columns) == list(trained_pred.columns)
+    assert grid.iloc[:8].isna().all().all() and grid.iloc[8:].notna().all().all()
+    sidecar = json.loads(_table(out, "neurobolt", folder=eeg_only).with_suffix(".json").read_text())
+    assert sidecar["PredictionGrid"] == "every 2 s (no markers)"
+
+
+def test_rerun_skips_and_a_new_seed_retrains(trained: Path, long_dataset: Path) -> None:
+    args = (
+        long_dataset, trained, "participant", "-w", trained.parent / "w", "--sloppy",
+        "--skip-bids-validation", *atlas_args(long_dataset),
+    )  # fmt: skip
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    assert "model 0 done, 1 up to date" in result.output
+    result = run_cli(*args, "--random-seed", "3", "--steps", "model")
+    assert result.exit_code == 0, result.output
+    assert "model 1 done, 0 up to date" in result.output
+    sidecar = json.loads(_table(trained, "neurobolt").with_suffix(".json").read_text())
+    assert sidecar["RandomSeed"] == 3
+
+
+def test_pickled_pretrained_weights_are_refused(long_dataset: Path, tmp_path: Path) -> None:
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    path = tmp_path / "labram-base.pth"
+    torch.save({"model": {"student.cls_token": torch.zeros(1, 1, 200)}, "x": Payload()}, path)
+    result = run_cli(
+        long_dataset, tmp_path / "out", "participant", "-w", tmp_path / "w", "--sloppy",
+        "--pretrained", path, *atlas_args(long_dataset),
+    )  # fmt: skip
+    assert result.exit_code == 65, result.output
+    assert "labram-base.pth" in result.output and "this must never run" not in result.output
+    assert not (tmp_path / "out" / "sub-01").exists()
+    assert pickle  # pickle payloads are built through torch.save above
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (("--model", "missing.json"), 66, "missing.json"),
+        (("--model", "m.json", "--steps", "sync"), 2, "--model feeds the 'model' stage"),
+    ],
+)
+def test_bad_model_options(long_dataset: Path, tmp_path: Path, args, code, fragment) -> None:
+    args = tuple(str(tmp_path / a) if a.endswith(".json") else a for a in args)
+    result = run_cli(
+        long_dataset, tmp_path / "out", "participant", "-w", tmp_path / "w", *args,
+        *atlas_args(long_dataset),
+    )  # fmt: skip
+    assert result.exit_code == code, result.output
+    assert fragment in result.output
+
+
+def test_too_short_a_run_is_not_trained_and_says_why(small_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_cli(
+        small_dataset, out, "participant", "-w", tmp_path / "w", "--sloppy",
+        "--skip-bids-validation", "--participant-label", "01", *atlas_args(small_dataset),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "model 0 done, 0 up to date, 1 not applicable" in result.output
+    warned = json.loads((out / "logs/warnings/sub-01_task-rest.json").read_text())
+    assert any("too few for the intra-scan split" in w for w in warned), warned
+    assert "group level" in " ".join(warned)  # the fix: train across subjects
+    assert not list(out.rglob("*desc-neurobolt*")) and not (out / "models").exists()
