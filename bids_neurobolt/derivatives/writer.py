@@ -37,10 +37,12 @@ CONTAINER_ENV = "BIDS_NEUROBOLT_CONTAINER"
 
 #: What the BIDS validator should not judge: outputs BIDS has no place for.
 BIDSIGNORE: tuple[str, ...] = (
-    "logs/",
-    "models/",
-    "group/",
-    "figures",  # no trailing slash: bids-validator-deno then matches sub-*/figures too
+    # No trailing slashes: bids-validator-deno then ignores the folders themselves (with a
+    # slash it reports a top-level models/ or group/ as NOT_INCLUDED) and sub-*/figures.
+    "logs",
+    "models",
+    "group",
+    "figures",
     "*.html",
     "*_quality.json",
     # ROI time series and model metrics follow BEP012/BEP017 naming, which the BIDS schema

@@ -110,3 +110,18 @@ def group_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sim_group") / "bids"
     simulate_dataset(root, seed=11, **{**LONG, "n_subjects": 3, "n_channels": 8, "duration": 80.0})
     return root
+
+
+def validator_errors(root: Path) -> list[dict]:
+    """Errors ``bids-validator-deno`` reports for a dataset (the caller skips without it)."""
+    import json
+    import subprocess
+
+    completed = subprocess.run(
+        ["bids-validator-deno", "--format", "json", str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    report = json.loads(completed.stdout)
+    return [i for i in report["issues"]["issues"] if i["severity"] == "error"]

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from .conftest import atlas_args, run_cli
+from .conftest import atlas_args, run_cli, validator_errors
 
 GROUP = "group/group_atlas-simulated_desc-neurobolt"
 
@@ -145,3 +145,10 @@ def test_group_with_one_subject_says_what_is_missing(long_dataset: Path, tmp_pat
     result = run_cli("unused", out, "group", "-w", tmp_path / "w", "--sloppy")
     assert result.exit_code == 66, result.output
     assert "at least two participants; found 1 (01)" in result.output
+
+
+@pytest.mark.validator
+@pytest.mark.skipif(shutil.which("bids-validator-deno") is None, reason="validator absent")
+def test_output_with_model_and_group_results_passes_the_bids_validator(group_out: Path) -> None:
+    assert list(group_out.rglob("*_desc-clean_eeg.vhdr")) and (group_out / "group").is_dir()
+    assert validator_errors(group_out) == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ import pandas as pd
 import pytest
 import torch
 
-from .conftest import atlas_args, run_cli
+from .conftest import atlas_args, run_cli, validator_errors
 
 SESSION = "sub-01/ses-eegfmri/func/sub-01_ses-eegfmri_task-rest_space-MNI152NLin2009cAsym"
 
@@ -177,3 +178,10 @@ def test_too_short_a_run_is_not_trained_and_says_why(small_dataset: Path, tmp_pa
     assert any("too few for the intra-scan split" in w for w in warned), warned
     assert "group level" in " ".join(warned)  # the fix: train across subjects
     assert not list(out.rglob("*desc-neurobolt*")) and not (out / "models").exists()
+
+
+@pytest.mark.validator
+@pytest.mark.skipif(shutil.which("bids-validator-deno") is None, reason="validator absent")
+def test_output_with_trained_models_passes_the_bids_validator(trained: Path) -> None:
+    assert list(trained.rglob("*_desc-neurobolt_timeseries.tsv"))
+    assert validator_errors(trained) == []
