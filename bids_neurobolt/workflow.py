@@ -212,13 +212,33 @@ def group(config: Config) -> Summary:
         )
     work_dir = (config.execution.work_dir or Path.cwd() / "work").expanduser().resolve()
     run_id = new_run_id()
-    with log_file(output_dir / "logs" / f"bids-neurobolt-group-{run_id}.log"):
-        logger.info("bids-neurobolt %s, group level, run %s", __version__, run_id)
-        writer.write_text(output_dir / "logs" / f"config-group-{run_id}.toml", config.to_toml())
-        with timed(logger, "group level: NeuroBOLT across subjects"):
-            group_stage.run_group(config, work_dir / "group")
-        with timed(logger, "group report"):
-            write_group_report(output_dir)
+    from bids_neurobolt.train.distributed import init_distributed, shutdown
+
+    parallel = init_distributed()  # under torchrun: one process per GPU, rank 0 writes
+    if parallel is not None and parallel.rank > 0:
+        try:
+            group_stage.run_group(config, work_dir / "group", device=parallel.device)
+        finally:
+            shutdown()
+        return Summary(run_id=run_id)
+    try:
+        with log_file(output_dir / "logs" / f"bids-neurobolt-group-{run_id}.log"):
+            logger.info("bids-neurobolt %s, group level, run %s", __version__, run_id)
+            if parallel is not None:
+                logger.info(
+                    "data-parallel training: %d processes (%s backend, torchrun)",
+                    parallel.world_size,
+                    parallel.backend,
+                )
+            writer.write_text(output_dir / "logs" / f"config-group-{run_id}.toml", config.to_toml())
+            with timed(logger, "group level: NeuroBOLT across subjects"):
+                group_stage.run_group(
+                    config, work_dir / "group", device=None if parallel is None else parallel.device
+                )
+            with timed(logger, "group report"):
+                write_group_report(output_dir)
+    finally:
+        shutdown()
     return Summary(run_id=run_id)
 
 

@@ -84,7 +84,7 @@ def group_paths(output_dir: Path, atlas: str) -> dict[str, Path]:
     }
 
 
-def run_group(config: Config, work_dir: Path) -> GroupResult:
+def run_group(config: Config, work_dir: Path, device: str | None = None) -> GroupResult:
     """Train and evaluate NeuroBOLT across subjects and write the group outputs.
 
     Parameters
@@ -93,6 +93,10 @@ def run_group(config: Config, work_dir: Path) -> GroupResult:
         The invocation's configuration (science settings, ``--group-split``, device).
     work_dir : Path
         Folder of the window cache (kept between invocations).
+    device : str | None
+        This process's device under ``torchrun`` (``cuda:<local rank>``); None uses
+        ``--device``. Under ``torchrun`` every process trains its share of each batch and
+        only the main process writes.
 
     Returns
     -------
@@ -126,7 +130,7 @@ def run_group(config: Config, work_dir: Path) -> GroupResult:
             "group level up to date (%d runs of %d subjects), skipped.", len(runs), len(subjects)
         )
         return GroupResult("skipped", [paths["folds"]])
-    return _evaluate(config, runs, paths, fingerprint)
+    return _evaluate(config, runs, paths, fingerprint, device)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -335,7 +339,11 @@ def _read_split_file(path: Path) -> dict[str, list[str]]:
 
 
 def _evaluate(
-    config: Config, runs: list[GroupRun], paths: dict[str, Path], fingerprint: dict[str, Any]
+    config: Config,
+    runs: list[GroupRun],
+    paths: dict[str, Path],
+    fingerprint: dict[str, Any],
+    device: str | None = None,
 ) -> GroupResult:
     from bids_neurobolt.model.weights import ModelMetadata, read_labram_state, save_model
     from bids_neurobolt.train import (
@@ -343,6 +351,7 @@ def _evaluate(
         TrainConfig,
         concatenate,
         grouped_metrics,
+        is_main_process,
         ridge_baseline,
         train_neurobolt,
     )
@@ -364,7 +373,7 @@ def _evaluate(
         if science.sloppy
         else TrainConfig(batch_size=64, seed=science.random_seed)  # the paper's inter-subject batch
     )
-    runtime = Runtime(device=config.execution.device, progress=False)
+    runtime = Runtime(device=device or config.execution.device, progress=False)
     rows, folds_meta = [], []
     for fold, (split, sets) in enumerate(zip(splits, described, strict=True), start=1):
         logger.info(
@@ -418,6 +427,8 @@ def _evaluate(
                   "validation_subjects": val_subjects, "best_epoch": final.best_epoch,
                   "repetition_time": repetition_time, "train_config": train_config.to_dict()},
     )  # fmt: skip
+    if not is_main_process():  # under torchrun, the main process writes
+        return GroupResult("done", [], metrics)
     paths["model"].parent.mkdir(parents=True, exist_ok=True)
     model_files = save_model(final.model, paths["model"], metadata)
     outputs = [*model_files]

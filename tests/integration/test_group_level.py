@@ -152,3 +152,28 @@ def test_group_with_one_subject_says_what_is_missing(long_dataset: Path, tmp_pat
 def test_output_with_model_and_group_results_passes_the_bids_validator(group_out: Path) -> None:
     assert list(group_out.rglob("*_desc-clean_eeg.vhdr")) and (group_out / "group").is_dir()
     assert validator_errors(group_out) == []
+
+
+def test_group_level_runs_data_parallel_under_torchrun(
+    participant_out: Path, tmp_path: Path
+) -> None:
+    """Two CPU processes (gloo): the main one writes, once; results match the fold layout."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    shutil.copytree(participant_out, out, ignore=shutil.ignore_patterns("group", "models", "logs"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", "29533", "-m", "bids_neurobolt", "unused", str(out), "group",
+         "-w", str(tmp_path / "w"), "--sloppy", "--device", "cpu"],
+        capture_output=True, text=True, env=env, timeout=900, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert len(list((out / "logs").glob("bids-neurobolt-group-*.log"))) == 1
+    log = next((out / "logs").glob("bids-neurobolt-group-*.log")).read_text()
+    assert "data-parallel training: 2 processes (gloo backend, torchrun)" in log
+    metrics = pd.read_csv(out / f"{GROUP}_metrics.tsv", sep="\t")
+    assert len(metrics) == 3 * 7 and (out / "group.html").is_file()
