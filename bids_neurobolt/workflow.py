@@ -87,7 +87,7 @@ _DESC_LABELS: dict[str, tuple[str, ...]] = {
     "sync": ("sync",),
     "clean": ("clean",),
     "targets": ("bold",),
-    "model": ("neurobolt",),
+    "model": ("neurobolt", "neuroboltpsc"),
 }
 
 

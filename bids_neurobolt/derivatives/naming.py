@@ -213,6 +213,14 @@ DESCRIPTIONS["neurobolt"] = (
 )
 
 
+#: ``desc-neuroboltpsc``: the same predictions mapped back to BOLD units.
+DESCRIPTIONS["neuroboltpsc"] = (
+    "The desc-neurobolt predictions mapped back to percent signal change of each ROI's mean "
+    "BOLD by inverting the targets' scaling (trend, confounds and frequencies above the "
+    "low-pass are not restored)."
+)
+
+
 def metrics_path(output_dir: Path, entities: Mapping[str, str | None], atlas: str) -> Path:
     """Return the path of the per-ROI metrics table of a run's predictions.
 

@@ -550,6 +550,31 @@ def _write(
             ),
         )
     )
+    percent = to_percent_signal_change(predictions, data.scaling)
+    if percent is not None:
+        psc = naming.timeseries_path(ctx.output_dir, entities, atlas, desc="neuroboltpsc")
+        written.append(
+            writer.write_text(
+                psc,
+                percent.to_csv(
+                    sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n"
+                ),
+            )
+        )
+        written.append(
+            writer.write_json(
+                naming.sidecar_path(psc),
+                {
+                    "Description": naming.DESCRIPTIONS["neuroboltpsc"],
+                    "SamplingFrequency": round(1.0 / tr, 9) if tr else None,
+                    "Units": "percent signal change of the ROI's mean BOLD",
+                    "Formula": "100 * (value * Scale + Center) * BoldStd / BoldMean, per column, "
+                    "from the desc-neurobolt value and TargetScaling",
+                    "Sources": [f"bids::{tsv.relative_to(ctx.output_dir).as_posix()}"],
+                    **ctx.provenance("model"),
+                },
+            )
+        )
     sources = [f"bids::{data.clean_vhdr.relative_to(ctx.output_dir).as_posix()}"]
     if data.targets_path is not None:
         sources.append(f"bids::{data.targets_path.relative_to(ctx.output_dir).as_posix()}")
@@ -569,6 +594,38 @@ def _write(
     }
     written.append(writer.write_json(sidecar, meta))
     return written
+
+
+def to_percent_signal_change(
+    predictions: pd.DataFrame, scaling: dict[str, Any]
+) -> pd.DataFrame | None:
+    """Map predictions in target units back to percent signal change of each ROI's BOLD.
+
+    Inverts the targets' scaling (``Center``, ``Scale``) and z-scoring (``BoldStd``) and
+    divides by the ROI's mean BOLD (``BoldMean``); the removed trend, confounds and
+    frequencies above the low-pass are not restored.
+
+    Returns
+    -------
+    pandas.DataFrame | None
+        None when the scaling lacks a parameter (e.g. precomputed tables: no BOLD mean).
+    """
+    try:
+        columns = {
+            name: np.array(
+                [scaling[key][name] for key in ("Center", "Scale", "BoldStd", "BoldMean")],
+                dtype=np.float64,
+            )
+            for name in predictions.columns
+        }
+    except (KeyError, TypeError, ValueError):
+        return None
+    if any(not np.all(np.isfinite(v)) or v[3] == 0 for v in columns.values()):
+        return None
+    out = pd.DataFrame(index=predictions.index)
+    for name, (center, scale, std, mean) in columns.items():
+        out[name] = 100.0 * (predictions[name].to_numpy(np.float64) * scale + center) * std / mean
+    return out
 
 
 def _training_figures(

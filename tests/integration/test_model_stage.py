@@ -61,6 +61,18 @@ def test_training_writes_predictions_metrics_and_a_model(trained: Path) -> None:
     train, val, test = (sidecar["Split"][k] for k in ("train", "val", "test"))
     assert train[0] == first_window and train[1] + 10 < val[0] and val[1] + 10 < test[0]
 
+    # The same predictions in percent signal change: the targets' scaling inverted.
+    psc = pd.read_csv(_table(trained, "neuroboltpsc"), sep="\t", na_values="n/a")
+    scaling = json.loads(_table(trained, "bold").with_suffix(".json").read_text())
+    scaling = scaling["Parameters"]["Scaling"]
+    for name in ("Cuneus", "global signal"):
+        expected = (
+            100 * (predicted[name] * scaling["Scale"][name] + scaling["Center"][name])
+            * scaling["BoldStd"][name] / scaling["BoldMean"][name]
+        )  # fmt: skip
+        np.testing.assert_allclose(psc[name], expected, rtol=1e-4, atol=1e-6)
+    assert psc.iloc[first_window:].abs().max().max() < 20  # a few % of the mean BOLD
+
     metrics = pd.read_csv(_table(trained, "neurobolt", "metrics"), sep="\t")
     assert list(metrics.columns) == [
         "roi", "split", "n", "pearson_r", "mse", "baseline_r", "baseline_mse"
