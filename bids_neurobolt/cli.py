@@ -66,6 +66,7 @@ Exit codes:
   18  the selection (labels, filters) matched no data
   65  bad data (markers vs volumes, corrupt or inconsistent file)
   66  a required input file or folder is missing
+  69  an external program failed or is missing (fmriprep-docker, Docker: --run-fmriprep)
   70  internal error (please report it)
   73  an output cannot be created (permissions)
   74  reading or writing failed (e.g. disk full)
@@ -190,7 +191,15 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
         ["bids-neurobolt", *ctx.meta.get("bids_neurobolt.argv", [])],
         always=True,
     )
-    for key in ("fmriprep_dir", "targets_dir", "model", "pretrained", "atlas_cache", "group_split"):
+    for key in (
+        "fmriprep_dir",
+        "targets_dir",
+        "model",
+        "pretrained",
+        "atlas_cache",
+        "group_split",
+        "fs_license_file",
+    ):
         if params[key] is not None:
             put("inputs", key, str(params[key]))
     put("selection", "participant_label", _labels(params["participant_label"]))
@@ -224,6 +233,7 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
     put("execution", "device", params["device"])
     put("execution", "on_error", params["on_error"])
     put("execution", "skip_bids_validation", params["skip_bids_validation"])
+    put("execution", "run_fmriprep", params["run_fmriprep"])
     put(
         "execution",
         "verbosity",
@@ -278,6 +288,22 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
     "--fmriprep-dir",
     type=click.Path(path_type=Path, file_okay=False),
     help="fMRIPrep derivatives for the ROI targets ('targets' stage).",
+)
+@click.option(
+    "--run-fmriprep",
+    is_flag=True,
+    help="When a run's raw BOLD is not in MNI space and no fMRIPrep derivatives hold it, "
+    "run fMRIPrep with fmriprep-docker (needs Docker and a FreeSurfer license) once per "
+    "participant, into --fmriprep-dir (default: OUTPUT_DIR/sourcedata/fmriprep), and use "
+    "its outputs ('targets' stage).",
+)
+@click.option(
+    "--fs-license-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="FS_LICENSE",
+    show_envvar=True,
+    help="FreeSurfer license file, for fMRIPrep run with --run-fmriprep. "
+    "Default: $FREESURFER_HOME/license.txt.",
 )
 @click.option(
     "--targets-dir",

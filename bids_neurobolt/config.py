@@ -316,6 +316,9 @@ class Inputs:
     group_split : Path | None
         JSON file ``{"train": [...], "val": [...], "test": [...]}`` of subject labels:
         the group level's inter-subject split, in place of k-fold cross-validation.
+    fs_license_file : Path | None
+        FreeSurfer licence file, for fMRIPrep run with ``--run-fmriprep`` (default:
+        ``$FS_LICENSE``, else ``$FREESURFER_HOME/license.txt``).
     """
 
     bids_dir: Path
@@ -325,6 +328,7 @@ class Inputs:
     pretrained: Path | None = None
     atlas_cache: Path | None = None
     group_split: Path | None = None
+    fs_license_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -350,6 +354,11 @@ class ExecutionConfig:
         Stop at the first failed run, or process the others and report failures.
     skip_bids_validation : bool
         Do not run ``bids-validator-deno`` on the input.
+    run_fmriprep : bool
+        When a run's raw BOLD is not in MNI space and fMRIPrep derivatives lack it, run
+        fMRIPrep (``fmriprep-docker``) for its participant into ``inputs.fmriprep_dir``
+        (default ``<output_dir>/sourcedata/fmriprep``) and use its outputs. The
+        numbers then come from fMRIPrep's derivatives, recorded as the targets' sources.
     verbosity : int
         0 is the default (stage lines); positive is more detail; negative is quieter.
     command_line : tuple of str
@@ -364,6 +373,7 @@ class ExecutionConfig:
     device: str = "auto"
     on_error: str = "abort"
     skip_bids_validation: bool = False
+    run_fmriprep: bool = False
     verbosity: int = 0
     command_line: tuple[str, ...] = ()
 

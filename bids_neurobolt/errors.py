@@ -19,6 +19,9 @@ code  name                        meaning
 65    ``DATAERR``                 an input file is readable but its content is wrong
                                   (markers vs volumes, corrupt header, bad values)
 66    ``NOINPUT``                 a required input file or folder is missing
+69    ``UNAVAILABLE``             an external program the run needs (Docker,
+                                  ``fmriprep-docker`` with ``--run-fmriprep``) is
+                                  missing or failed
 70    ``SOFTWARE``                an internal error (a bug: please report it)
 73    ``CANTCREAT``               an output cannot be created (permissions, location)
 74    ``IOERR``                   reading or writing failed (disk full, I/O error)
@@ -42,6 +45,7 @@ class ExitCode(enum.IntEnum):
     NO_MATCH = 18
     DATAERR = 65
     NOINPUT = 66
+    UNAVAILABLE = 69
     SOFTWARE = 70
     CANTCREAT = 73
     IOERR = 74
@@ -127,6 +131,12 @@ class MissingInputError(NeuroboltError, FileNotFoundError):
     """A required input file or folder does not exist."""
 
     exit_code = ExitCode.NOINPUT
+
+
+class ExternalToolError(NeuroboltError, RuntimeError):
+    """An external program the run needs is missing or failed (e.g. ``fmriprep-docker``)."""
+
+    exit_code = ExitCode.UNAVAILABLE
 
 
 class OutputError(NeuroboltError, PermissionError):

@@ -10,8 +10,9 @@ In order of preference:
    confounds are regressed.
 
 Anything else is a :class:`~bids_neurobolt.errors.MissingInputError` whose message
-gives the ``fmriprep-docker`` command to run. (Precomputed ROI tables, ``--targets-dir``,
-are read by :mod:`bids_neurobolt.bids.timeseries_io`.)
+gives the ``fmriprep-docker`` command to run, unless ``--run-fmriprep`` asks the
+``targets`` stage to run it (:mod:`bids_neurobolt.bids.fmriprep_run`). (Precomputed
+ROI tables, ``--targets-dir``, are read by :mod:`bids_neurobolt.bids.timeseries_io`.)
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ MNI_SPACE = "MNI152NLin2009cAsym"
 
 #: fMRIPrep ``--output-spaces`` value that produces it at 2 mm.
 FMRIPREP_OUTPUT_SPACE = f"{MNI_SPACE}:res-2"
+
+#: Where fMRIPrep's derivatives go when this app runs fMRIPrep (``--run-fmriprep``) or
+#: prints the command to run, unless ``--fmriprep-dir`` says otherwise: a nested
+#: source dataset of the output derivative (BIDS puts input datasets in ``sourcedata/``),
+#: which stays inside the one output folder a container mounts.
+DEFAULT_FMRIPREP_SUBFOLDER = Path("sourcedata") / "fmriprep"
 
 _XFORM_NAMES = {
     0: "unknown",
@@ -242,14 +249,16 @@ def choose_bold_source(
             fix="EEG-only recordings need a trained model (--model) to predict BOLD.",
         )
     if bold_info.xform_code != NIFTI_MNI152:
-        command = " ".join(fmriprep_command(bids_dir, _fmriprep_output(output_dir), spec.subject))
+        target = default_fmriprep_dir(output_dir)
+        command = " ".join(fmriprep_command(bids_dir, target, spec.subject))
         code = bold_info.xform_code
         raise MissingInputError(
             f"the raw BOLD is not in MNI space (its NIfTI sform/qform code is {code}, "
             f"'{_XFORM_NAMES.get(code, 'unknown')}'), and no fMRIPrep derivatives were given.",
             path=bold_info.path,
-            fix=f"Preprocess the run with fMRIPrep, then pass --fmriprep-dir "
-            f"{_fmriprep_output(output_dir)}:  {command}",
+            fix=f"Preprocess the run with fMRIPrep, then pass --fmriprep-dir {target}:  "
+            f"{command}  (or rerun with --run-fmriprep, which runs this command for you: "
+            "it needs Docker and a FreeSurfer license, --fs-license-file or $FS_LICENSE).",
         )
     return BoldSource(
         kind="raw-mni", bold=bold_info.path, repetition_time=bold_info.repetition_time
@@ -433,5 +442,6 @@ def _label(entities: Mapping[str, str | None]) -> str:
     return "_".join(f"{p}-{entities[k]}" for k, p in keys if entities.get(k))
 
 
-def _fmriprep_output(output_dir: Path) -> Path:
-    return output_dir.parent / "fmriprep"
+def default_fmriprep_dir(output_dir: Path) -> Path:
+    """Return ``<output_dir>/sourcedata/fmriprep``, where fMRIPrep writes by default."""
+    return output_dir / DEFAULT_FMRIPREP_SUBFOLDER

@@ -1,4 +1,10 @@
-"""``targets`` stage: ROI BOLD targets of a run, from fMRIPrep, raw MNI BOLD or tables."""
+"""``targets`` stage: ROI BOLD targets of a run, from fMRIPrep, raw MNI BOLD or tables.
+
+With ``--run-fmriprep``, a run whose raw BOLD is not in MNI space and that the fMRIPrep
+derivatives (``--fmriprep-dir``, default ``<OUTPUT_DIR>/sourcedata/fmriprep``) lack
+makes this stage run fMRIPrep for its participant (once per participant and invocation,
+see :mod:`bids_neurobolt.bids.fmriprep_run`), then read the run from its outputs.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,23 @@ from typing import Any
 
 import numpy as np
 
+from bids_neurobolt.bids.fmri_io import NIFTI_MNI152
 from bids_neurobolt.bids.fmriprep import (
+    MNI_SPACE,
+    BoldSource,
     choose_bold_source,
+    default_fmriprep_dir,
+    find_fmriprep_run,
     load_confounds,
     load_fmriprep_layout,
     open_bold,
 )
+from bids_neurobolt.bids.fmriprep_run import find_fs_license, run_fmriprep
 from bids_neurobolt.bids.timeseries_io import check_volume_count, find_timeseries, read_timeseries
 from bids_neurobolt.config import Config
 from bids_neurobolt.derivatives import naming, writer
 from bids_neurobolt.derivatives.targets import write_targets
+from bids_neurobolt.errors import ExternalToolError, MissingInputError
 from bids_neurobolt.fmri.atlases import Atlas, load_atlas, resample_atlas_cached, resolve_cache_dir
 from bids_neurobolt.fmri.targets import TargetsResult, extract_targets, targets_from_table
 from bids_neurobolt.report import figures
@@ -88,18 +101,7 @@ def _from_images(ctx: RunContext, train_mask: np.ndarray) -> tuple[TargetsResult
     science, inputs = ctx.config.science, ctx.config.inputs
     cache = resolve_cache_dir(inputs.atlas_cache)
     atlas = _atlas(science.atlas, cache)
-    fmriprep_layout = None
-    if inputs.fmriprep_dir is not None:
-        fmriprep_layout = load_fmriprep_layout(
-            inputs.fmriprep_dir, ctx.work_dir / "fmriprep_db" / ctx.spec.label
-        )
-    source = choose_bold_source(
-        ctx.spec,
-        ctx.bold,
-        fmriprep_layout=fmriprep_layout,
-        bids_dir=ctx.bids_dir,
-        output_dir=ctx.output_dir,
-    )
+    source = _bold_source(ctx)
     image = open_bold(source.bold)
     resampled = resample_atlas_cached(
         atlas, image.affine, image.shape[:3], [cache / "resampled", ctx.work_dir / "resampled"]
@@ -121,6 +123,73 @@ def _from_images(ctx: RunContext, train_mask: np.ndarray) -> tuple[TargetsResult
         train_mask=train_mask,
     )
     return result, resampled.label, [ctx.uri(p) for p in source.sources]
+
+
+def _bold_source(ctx: RunContext) -> BoldSource:
+    """Choose the run's BOLD; with ``--run-fmriprep``, run fMRIPrep when it is missing."""
+    inputs = ctx.config.inputs
+    db_dir = ctx.work_dir / "fmriprep_db" / ctx.spec.label
+    raw_in_mni = ctx.bold is not None and ctx.bold.xform_code == NIFTI_MNI152
+    if not ctx.config.execution.run_fmriprep or (inputs.fmriprep_dir is None and raw_in_mni):
+        layout = None
+        if inputs.fmriprep_dir is not None:
+            layout = load_fmriprep_layout(inputs.fmriprep_dir, db_dir)
+        return choose_bold_source(
+            ctx.spec,
+            ctx.bold,
+            fmriprep_layout=layout,
+            bids_dir=ctx.bids_dir,
+            output_dir=ctx.output_dir,
+        )
+    folder = inputs.fmriprep_dir or default_fmriprep_dir(ctx.output_dir)
+    source = _find_fmriprep(folder, ctx, db_dir)
+    if source is not None:
+        return source
+    subject = ctx.spec.subject
+    # Once per participant and invocation: the marker lives in this invocation's work folder.
+    marker = ctx.work_dir / "fmriprep_ran" / f"sub-{subject}"
+    log_path = ctx.output_dir / "logs" / f"fmriprep-docker-sub-{subject}-{ctx.work_dir.name}.log"
+    if marker.is_file():
+        failure = marker.read_text(encoding="utf-8")
+        if failure:  # it failed for an earlier run of this participant: do not run it again
+            raise ExternalToolError(failure)
+    else:
+        license_file = find_fs_license(inputs.fs_license_file)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            run_fmriprep(
+                ctx.bids_dir,
+                folder,
+                subject,
+                fs_license=license_file,
+                work_dir=ctx.work_dir.parent / "fmriprep",
+                log_path=log_path,
+            )
+        except ExternalToolError as exc:
+            marker.write_text(exc.message, encoding="utf-8")
+            raise
+        marker.write_text("", encoding="utf-8")
+    source = _find_fmriprep(folder, ctx, db_dir)
+    if source is None:
+        raise MissingInputError(
+            f"fMRIPrep ran for sub-{subject} but wrote no preprocessed BOLD in {MNI_SPACE} "
+            f"for {ctx.spec.label}.",
+            path=folder,
+            fix=f"Read fMRIPrep's output in {log_path} and its report in {folder}; check that "
+            "fMRIPrep selects this run (e.g. its BIDS filters).",
+        )
+    return source
+
+
+def _find_fmriprep(folder: Path, ctx: RunContext, db_dir: Path) -> BoldSource | None:
+    """Find the run in fMRIPrep derivatives; None when the folder or the run is missing."""
+    if not (folder / "dataset_description.json").is_file():
+        return None
+    layout = load_fmriprep_layout(folder, db_dir)
+    try:
+        return find_fmriprep_run(layout, ctx.spec.entities)
+    except MissingInputError:
+        return None
 
 
 def _from_tables(ctx: RunContext, train_mask: np.ndarray) -> tuple[TargetsResult, str, list[str]]:

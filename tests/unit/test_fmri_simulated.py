@@ -157,7 +157,8 @@ def test_raw_bold_not_in_mni_prints_the_fmriprep_command(sim, tmp_path):
     assert "not in MNI space" in message and "'scanner'" in message
     assert "fmriprep-docker" in message
     assert "--participant-label 01 --output-spaces MNI152NLin2009cAsym:res-2" in message
-    assert f"--fmriprep-dir {tmp_path / 'fmriprep'}" in message
+    assert f"--fmriprep-dir {tmp_path / 'out' / 'sourcedata' / 'fmriprep'}" in message
+    assert "--run-fmriprep" in message
     assert err.value.exit_code == ExitCode.NOINPUT
 
 
