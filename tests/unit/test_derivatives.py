@@ -113,4 +113,4 @@ def test_descriptions_tsv_keeps_earlier_labels(tmp_path):
     writer.write_dataset_files(tmp_path, tmp_path, {}, ("sync",))
     table = pd.read_csv(tmp_path / "descriptions.tsv", sep="\t")
     assert table["desc_id"].tolist() == ["desc-old", "desc-sync"]
-    assert (tmp_path / ".bidsignore").read_text().splitlines()[0] == "logs/"
+    assert (tmp_path / ".bidsignore").read_text().splitlines()[0] == "logs"
