@@ -219,6 +219,7 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
     put("science", "random_seed", params["random_seed"])
     put("science", "sloppy", params["sloppy"])
     put("science", "folds", params["folds"])
+    put("science", "prediction_tr", params["tr"], name="tr")
     put("science.sync", "volume_markers", params["volume_marker"], name="volume_marker")
     put("science.sync", "slice_markers", params["slice_marker"], name="slice_marker")
     put("science.sync", "skip_markers", params["skip_markers"])
@@ -412,6 +413,14 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
     "--pretrained",
     type=click.Path(path_type=Path, dir_okay=False),
     help="LaBraM weights to start training from ('model' stage).",
+)
+@click.option(
+    "--tr",
+    type=click.FloatRange(min=0, max=60),
+    default=0.0,
+    show_default=True,
+    help="With --model: step (s) of the prediction grid of EEG recorded without volume "
+    "markers; 0: the repetition time the model was trained at.",
 )
 @click.option(
     "--folds",

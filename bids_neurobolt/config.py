@@ -175,6 +175,9 @@ class ScienceConfig:
         Seed for every random number generator.
     sloppy : bool
         Tiny model and few epochs, for tests only.
+    prediction_tr : float
+        Step (s) of the prediction grid of recordings without volume markers (``--model``
+        on EEG-only runs); 0 takes the repetition time the model was trained at.
     folds : int
         Folds of the group level's inter-subject cross-validation; 0 chooses
         ``min(5, n_subjects)`` (two subjects: each tests the model trained on the other).
@@ -189,9 +192,15 @@ class ScienceConfig:
     lowpass: float = 0.15
     random_seed: int = 0
     sloppy: bool = False
+    prediction_tr: float = 0.0
     folds: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.prediction_tr <= 60:
+            raise ConfigError(
+                f"prediction_tr must be in [0, 60] seconds (0: the model's TR). "
+                f"Got {self.prediction_tr!r}."
+            )
         if self.folds < 0 or self.folds in (1, 2):
             raise ConfigError(
                 f"folds must be 0 (automatic) or >= 3. Got {self.folds!r}.",
@@ -252,6 +261,7 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
         "lowpass",
         "random_seed",
         "sloppy",
+        "prediction_tr",
     ),
 }
 #: The group level depends on everything the participant-level model does, and the folds.

@@ -464,7 +464,11 @@ def _apply(ctx: RunContext, data: RunData) -> StageResult:
     ch_names = [data.ch_names[i] for i in compat.channel_index]
     markers, grid_tr = data.volumes, None
     if markers.size == 0:
-        grid_tr = data.repetition_time or metadata.training.get("repetition_time")
+        grid_tr = (
+            ctx.config.science.prediction_tr
+            or data.repetition_time
+            or metadata.training.get("repetition_time")
+        )
         if not grid_tr:
             raise DataError(
                 "the recording has no volume markers and the model does not record the "

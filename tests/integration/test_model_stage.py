@@ -107,7 +107,7 @@ def test_applying_the_saved_model_reproduces_its_predictions(
     out = tmp_path / "applied"
     result = run_cli(
         long_dataset, out, "participant", "-w", tmp_path / "w", "--skip-bids-validation",
-        "--model", f"{model}.json", *atlas_args(long_dataset),
+        "--model", f"{model}.json", "--tr", "2.5", *atlas_args(long_dataset),
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "model 2 done" in result.output
@@ -117,16 +117,17 @@ def test_applying_the_saved_model_reproduces_its_predictions(
     metrics = pd.read_csv(_table(out, "neurobolt", "metrics"), sep="\t")
     assert set(metrics["split"]) == {"all"}
 
-    # The EEG-only session has no markers: predictions on a 2 s grid from the start.
+    # The EEG-only session has no markers: predictions on the --tr grid from the start.
     eeg_only = "sub-01/ses-eegonly/func/sub-01_ses-eegonly_task-rest_space-MNI152NLin2009cAsym"
     grid = pd.read_csv(_table(out, "neurobolt", folder=eeg_only), sep="\t", na_values="n/a")
     quality = next((out / "sub-01/ses-eegonly/eeg").glob("*_desc-clean_quality.json"))
     duration = json.loads(quality.read_text())["duration_s"]
-    assert len(grid) == int(duration // 2) + 1  # one row per 2 s step from t = 0
+    assert len(grid) == int(duration // 2.5) + 1  # one row per 2.5 s step from t = 0
     assert list(grid.columns) == list(trained_pred.columns)
-    assert grid.iloc[:8].isna().all().all() and grid.iloc[8:].notna().all().all()
+    assert grid.iloc[:7].isna().all().all() and grid.iloc[7:].notna().all().all()  # 16 s
     sidecar = json.loads(_table(out, "neurobolt", folder=eeg_only).with_suffix(".json").read_text())
-    assert sidecar["PredictionGrid"] == "every 2 s (no markers)"
+    assert sidecar["PredictionGrid"] == "every 2.5 s (no markers)"
+    assert sidecar["SamplingFrequency"] == pytest.approx(0.4)
 
 
 def test_rerun_skips_and_a_new_seed_retrains(trained: Path, long_dataset: Path) -> None:
