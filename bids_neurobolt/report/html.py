@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import platform
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,7 +222,11 @@ def collect_runs(output_dir: Path, subject: str) -> list[RunEntry]:
     """Gather the outputs of every run of a subject, in name order."""
     root = output_dir / f"sub-{subject}"
     labels = sorted(
-        {p.name.split("_desc-")[0] for p in root.rglob(f"sub-{subject}_*_desc-*") if p.is_file()}
+        {
+            re.sub(r"_(space|atlas)-[^_]+", "", p.name.split("_desc-")[0])
+            for p in root.rglob(f"sub-{subject}_*_desc-*")
+            if p.is_file()
+        }
     )
     entries = []
     for label in labels:
@@ -232,7 +237,8 @@ def collect_runs(output_dir: Path, subject: str) -> list[RunEntry]:
             entry.quality = quality_rows(json.loads(quality.read_text(encoding="utf-8")))
         for metrics in root.rglob(f"{label}_*desc-neurobolt_metrics.tsv"):
             table = pd.read_csv(metrics, sep="\t")
-            entry.metrics = table.to_html(index=False, float_format="%.3f", border=0)
+            shown = table[table["split"].isin(["test", "all"])]  # every set is in the TSV
+            entry.metrics = shown.to_html(index=False, float_format="%.3f", border=0)
         for key, _, captions in SECTIONS:
             figures = [
                 Figure(svg.relative_to(output_dir).as_posix(), captions[desc])
