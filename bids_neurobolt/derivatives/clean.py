@@ -242,7 +242,8 @@ def eeg_sidecar(
         reference = "R-peak" if result.cardiac_reference == "ecg" else "EEG-derived heartbeat"
         removal["ballistocardiogram"] = f"{reference}-locked optimal basis sets"
     filters: dict[str, Any] = {
-        "MRArtifactRemoval": removal or "none (no volume markers, or disabled)",
+        # BIDS wants an object per filter: without any removal the key is left out.
+        **({"MRArtifactRemoval": removal} if removal else {}),
         "AntiAliasLowPass": {
             "CutoffHz": 0.8 * result.sfreq / 2 if params.get("h_freq") is None else params["h_freq"]
         },
@@ -253,6 +254,9 @@ def eeg_sidecar(
     sidecar["Description"] = (
         "EEG cleaned of the MR gradient and ballistocardiogram artifacts by bids-neurobolt "
         "(see descriptions.tsv and the desc-clean_quality.json of this run)."
+        if removal
+        else "EEG filtered and resampled by bids-neurobolt; no MR artifact was removed "
+        "(recorded without volume markers, or removal disabled; see desc-clean_quality.json)."
     )
     sidecar.setdefault("TaskName", "unknown")
     sidecar.setdefault("EEGReference", "n/a")

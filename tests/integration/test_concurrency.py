@@ -44,7 +44,13 @@ def test_parallel_jobs_share_one_output_folder(small_dataset: Path, tmp_path: Pa
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
     descriptions = pd.read_csv(out / "descriptions.tsv", sep="\t")
-    assert descriptions["desc_id"].tolist() == ["desc-bold", "desc-clean", "desc-sync"]
+    assert descriptions["desc_id"].tolist() == [
+        "desc-bold",
+        "desc-clean",
+        "desc-neurobolt",
+        "desc-neuroboltpsc",
+        "desc-sync",
+    ]
     for subject in ("01", "02"):
         table = next((out / f"sub-{subject}" / "eeg").glob("*_desc-sync_events.tsv"))
         assert (pd.read_csv(table, sep="\t").trial_type == "volume").sum() == 24

@@ -144,7 +144,7 @@ def test_group_level_with_two_subjects_tests_each_on_the_other(
     result = run_cli(small_dataset, out, "group", "-w", tmp_path / "w", "--sloppy")
 
     assert result.exit_code == 0, result.output
-    assert "group fold 2/2: train 02 | validate - | test 01" in result.output
+    assert "group fold 1/2: train 02 | validate - | test 01" in result.output
     assert (out / "group.html").is_file()
 
 
