@@ -231,6 +231,7 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
         put("execution", "work_dir", str(params["work_dir"]))
     put("execution", "steps", _split_steps(params["steps"]))
     put("execution", "nprocs", params["nprocs"])
+    put("execution", "omp_nthreads", params["omp_nthreads"])
     put("execution", "device", params["device"])
     put("execution", "on_error", params["on_error"])
     put("execution", "skip_bids_validation", params["skip_bids_validation"])
@@ -453,10 +454,17 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
     "--nthreads",
     "--n-cpus",
     "nprocs",
-    type=click.IntRange(min=1),
-    default=1,
+    type=click.IntRange(min=0),
+    default=0,
     show_default=True,
-    help="Maximum CPU threads/processes.",
+    help="Maximum CPU threads/processes; 0: every CPU this process may use.",
+)
+@click.option(
+    "--omp-nthreads",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Maximum threads per process for numerical libraries (PyTorch, BLAS); 0: --nprocs.",
 )
 @click.option(
     "--device",

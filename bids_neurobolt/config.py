@@ -22,6 +22,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -357,7 +358,10 @@ class ExecutionConfig:
     steps : tuple of str
         Stages to run; empty means every stage that applies.
     nprocs : int
-        Maximum number of CPU threads and processes.
+        Maximum number of CPU threads and processes; 0 is every CPU the process may use.
+    omp_nthreads : int
+        Maximum threads per process of the numerical libraries (PyTorch, BLAS); 0 is
+        ``nprocs``.
     device : {"auto", "cpu", "cuda"}
         Where the model runs.
     on_error : {"abort", "continue"}
@@ -379,7 +383,8 @@ class ExecutionConfig:
     analysis_level: AnalysisLevel = "participant"
     work_dir: Path | None = None
     steps: tuple[str, ...] = ()
-    nprocs: int = 1
+    nprocs: int = 0
+    omp_nthreads: int = 0
     device: str = "auto"
     on_error: str = "abort"
     skip_bids_validation: bool = False
@@ -393,8 +398,18 @@ class ExecutionConfig:
         _check_choice("on_error", self.on_error, ON_ERROR)
         for step in self.steps:
             _check_choice("steps", step, STEPS)
-        if self.nprocs < 1:
-            raise ConfigError(f"nprocs must be >= 1. Got {self.nprocs!r}.")
+        if self.nprocs < 0 or self.omp_nthreads < 0:
+            raise ConfigError(
+                f"nprocs and omp_nthreads must be >= 0 (0: automatic). Got {self.nprocs!r} "
+                f"and {self.omp_nthreads!r}."
+            )
+
+    @property
+    def threads(self) -> int:
+        """Threads per process for numerical libraries (``omp_nthreads``, else ``nprocs``)."""
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        limit = self.nprocs or cpus or 1
+        return min(self.omp_nthreads or limit, limit)
 
 
 @dataclass(frozen=True)

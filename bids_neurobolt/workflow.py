@@ -34,6 +34,7 @@ subjects (:mod:`bids_neurobolt.stages.group`) and ``group.html`` summarises ever
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -42,7 +43,7 @@ import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,33 @@ class Summary:
         return sum(o.status == status for o in self.outcomes)
 
 
+@contextlib.contextmanager
+def thread_limits(config: Config) -> Iterator[int]:
+    """Limit the threads of PyTorch and of the BLAS/OpenMP pools to ``--omp-nthreads``.
+
+    Yields
+    ------
+    int
+        The limit applied.
+    """
+    import torch
+
+    threads = config.execution.threads
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn (nilearn)
+        limiter: Any = contextlib.nullcontext()
+    else:
+        limiter = threadpool_limits(limits=threads)
+    try:
+        with limiter:
+            yield threads
+    finally:
+        torch.set_num_threads(previous)
+
+
 def participant(config: Config) -> Summary:
     """Run the participant level.
 
@@ -173,9 +201,11 @@ def participant(config: Config) -> Summary:
                 _description(layout),
                 tuple(label for s in steps for label in _DESC_LABELS.get(s, ())),
             )
-            for spec in runs:
-                ctx = RunContext(spec, layout, config, bids_dir, output_dir, work_dir / run_id)
-                summary.outcomes.append(_run_one(ctx, steps))
+            with thread_limits(config) as threads:
+                logger.debug("numerical libraries limited to %d thread(s)", threads)
+                for spec in runs:
+                    ctx = RunContext(spec, layout, config, bids_dir, output_dir, work_dir / run_id)
+                    summary.outcomes.append(_run_one(ctx, steps))
             if "report" in steps:
                 for subject in sorted({spec.subject for spec in runs}):
                     with timed(logger, f"sub-{subject}: report"):
@@ -231,7 +261,7 @@ def group(config: Config) -> Summary:
                     parallel.backend,
                 )
             writer.write_text(output_dir / "logs" / f"config-group-{run_id}.toml", config.to_toml())
-            with timed(logger, "group level: NeuroBOLT across subjects"):
+            with timed(logger, "group level: NeuroBOLT across subjects"), thread_limits(config):
                 group_stage.run_group(
                     config, work_dir / "group", device=None if parallel is None else parallel.device
                 )

@@ -137,7 +137,7 @@ def run(ctx: RunContext) -> StageResult:
     if _up_to_date(ctx, sidecar):
         return StageResult("skipped", outputs=[sidecar])
     data = read_run(ctx, targets)
-    _set_threads(ctx.config.execution.nprocs)
+    _set_threads(ctx.config.execution.threads)
     if applying:
         return _apply(ctx, data)
     return _train(ctx, data)

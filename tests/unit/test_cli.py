@@ -95,6 +95,8 @@ def test_options_reach_the_config(captured, tmp_path):
         str(filters),
         "--nprocs",
         "3",
+        "--omp-nthreads",
+        "2",
         "--device",
         "cpu",
         "--random-seed",
@@ -129,6 +131,7 @@ def test_options_reach_the_config(captured, tmp_path):
     assert c.science.sync.skip_markers == 5
     assert c.science.random_seed == 42
     assert (c.execution.nprocs, c.execution.device, c.execution.on_error) == (3, "cpu", "continue")
+    assert (c.execution.omp_nthreads, c.execution.threads) == (2, 2)
     assert c.execution.skip_bids_validation is True
     assert c.execution.verbosity == 1
     assert c.execution.steps == ("sync",)
@@ -199,7 +202,7 @@ def test_config_snapshot_round_trips(captured, tmp_path):
         (["grp"], ExitCode.UNKNOWN_LEVEL, "unknown analysis level 'grp'"),
         (["participant", "--participant-label", "../01"], ExitCode.USAGE, "not a valid BIDS label"),
         (["participant", "--steps", "sync,dance"], ExitCode.USAGE, "unknown stage(s) dance"),
-        (["participant", "--nprocs", "0"], ExitCode.USAGE, "0 is not in the range"),
+        (["participant", "--nprocs", "-1"], ExitCode.USAGE, "-1 is not in the range"),
         (["participant", "--device", "tpu"], ExitCode.USAGE, "'tpu' is not one of"),
         (["participant", "--bogus"], ExitCode.USAGE, "No such option '--bogus'"),
     ],

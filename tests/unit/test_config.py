@@ -110,3 +110,28 @@ def test_clean_settings_change_the_clean_and_model_hashes_only():
     assert base.digest("model") != changed.digest("model")
     assert base.digest("sync") == changed.digest("sync")
     assert base.digest("targets") == changed.digest("targets")
+
+
+def test_thread_limits_default_to_the_cpus_and_never_exceed_nprocs():
+    import os
+
+    from bids_neurobolt.config import ExecutionConfig
+
+    cpus = len(os.sched_getaffinity(0))
+    assert ExecutionConfig(output_dir="/o").threads == cpus
+    assert ExecutionConfig(output_dir="/o", nprocs=1, omp_nthreads=8).threads == 1
+    assert ExecutionConfig(output_dir="/o", nprocs=8, omp_nthreads=3).threads == 3
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        ExecutionConfig(output_dir="/o", omp_nthreads=-1)
+
+
+def test_the_workflow_applies_the_thread_limit():
+    import torch
+
+    from bids_neurobolt.workflow import thread_limits
+
+    config = Config.from_mapping({**MINIMAL, "execution": {"output_dir": "/o", "nprocs": 1}})
+    before = torch.get_num_threads()
+    with thread_limits(config) as threads:
+        assert threads == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
