@@ -130,6 +130,25 @@ def test_applying_the_saved_model_reproduces_its_predictions(
     assert sidecar["SamplingFrequency"] == pytest.approx(0.4)
 
 
+def test_training_is_deterministic_on_cpu(
+    trained: Path, long_dataset: Path, tmp_path: Path
+) -> None:
+    """The same seed retrains to byte-identical predictions and metrics."""
+    out = tmp_path / "again"
+    shutil.copytree(trained, out)
+    sidecar = _table(out, "neurobolt").with_suffix(".json")
+    sidecar.unlink()  # no longer up to date: the model stage trains again
+    result = run_cli(
+        long_dataset, out, "participant", "-w", tmp_path / "w", "--sloppy",
+        "--skip-bids-validation", "--steps", "model", *atlas_args(long_dataset),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "model 1 done" in result.output
+    for desc, suffix in (("neurobolt", "timeseries"), ("neurobolt", "metrics")):
+        again = _table(out, desc, suffix).read_bytes()
+        assert again == _table(trained, desc, suffix).read_bytes(), (desc, suffix)
+
+
 def test_rerun_skips_and_a_new_seed_retrains(trained: Path, long_dataset: Path) -> None:
     args = (
         long_dataset, trained, "participant", "-w", trained.parent / "w", "--sloppy",
