@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 TRACE_SECONDS = 4.0
 TRACE_CHANNELS = 6
 
+#: Bytes of float64 samples read from the file at a time.
+READ_BLOCK_BYTES = 64 * 2**20
+
 #: Folder of a simulated dataset that holds the ground truth (written by the simulator).
 SIMULATION_DIR = Path("sourcedata") / "simulation"
 
@@ -61,8 +64,15 @@ class RawRows:
         start, stop, step = cols.indices(self.shape[1])
         if step != 1:
             raise TypeError("RawRows supports contiguous sample ranges only")
-        block = self._raw.get_data(picks=picks, start=start, stop=stop, verbose="error")
-        return (block * 1e6).astype(np.float32)
+        out = np.empty((picks.size, stop - start), dtype=np.float32)
+        # MNE returns float64 volts: read in time blocks so that only one block exists in
+        # float64, never the whole channel chunk (2.5x the float32 result otherwise).
+        step = max(1, READ_BLOCK_BYTES // (8 * max(1, picks.size)))
+        for first in range(start, stop, step):
+            last = min(stop, first + step)
+            block = self._raw.get_data(picks=picks, start=first, stop=last, verbose="error")
+            np.multiply(block, 1e6, out=out[:, first - start : last - start], casting="unsafe")
+        return out
 
 
 def clean_params(config: CleanConfig) -> CleanParams:

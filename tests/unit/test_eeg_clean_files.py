@@ -134,3 +134,22 @@ def test_failed_write_leaves_no_partial_header(sim, tmp_path, monkeypatch):
         write_clean(tmp_path / "out", ENTITIES, result, source_sidecar={"TaskName": "rest"})
     folder = tmp_path / "out" / "sub-01" / "eeg"
     assert not list(folder.glob("*.vhdr")) and not list(folder.glob(".*tmp"))
+
+
+def test_raw_rows_reads_blocks_equal_to_the_file(sim, monkeypatch):
+    """The chunk reader of the clean stage returns the file's samples in µV, block by block."""
+    from bids_neurobolt.stages import clean as clean_stage
+
+    root, _, _ = sim
+    raw = mne.io.read_raw_brainvision(
+        root / "sub-01/eeg/sub-01_task-rest_eeg.vhdr", verbose="error"
+    )
+    monkeypatch.setattr(clean_stage, "READ_BLOCK_BYTES", 8 * 3 * 1000)  # 1000-sample blocks
+    rows = clean_stage.RawRows(raw)
+    assert rows.shape == (len(raw.ch_names), raw.n_times)
+    expected = raw.get_data(verbose="error") * 1e6
+    np.testing.assert_allclose(rows[2:5], expected[2:5], rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose(rows[0:1, 123:4567], expected[0:1, 123:4567], rtol=1e-6, atol=1e-3)
+    assert rows[1:3].dtype == np.float32
+    with pytest.raises(TypeError):
+        rows[[0, 1]]
