@@ -488,6 +488,10 @@ def _autocorrelation(x: NDArray[np.float64]) -> NDArray[np.float64]:
 # --------------------------------------------------------------------------- OBS
 
 
+#: Channels whose BCG is fitted together (bounds the memory of the beat epochs).
+CHANNELS_PER_BLOCK = 8
+
+
 def remove_bcg(
     data: NDArray[np.float32],
     sfreq: float,
@@ -520,8 +524,11 @@ def remove_bcg(
     .. [1] Niazy RK et al. (2005). NeuroImage 28:720-737.
     """
     params = params or BCGParams()
+    n_ch = data.shape[0]
+    if n_ch > CHANNELS_PER_BLOCK:
+        return _remove_bcg_in_blocks(data, sfreq, beats, params)
     peaks = np.asarray(beats.samples, dtype=np.float64)
-    n_ch, n = data.shape
+    n = data.shape[1]
     fitted = np.zeros_like(data, dtype=np.float32)
     if peaks.size < max(3, params.n_components + 2) or n_ch == 0:
         return fitted, {"bcg_corrected": False, "reason": "too few beats"}
@@ -563,6 +570,31 @@ def remove_bcg(
     if shrinkage is not None:
         diagnostics["bcg_template_reliability"] = [round(float(v), 3) for v in shrinkage[:, 0]]
     return fitted, diagnostics
+
+
+def _remove_bcg_in_blocks(
+    data: NDArray[np.float32], sfreq: float, beats: HeartBeats, params: BCGParams
+) -> tuple[NDArray[np.float32], dict[str, Any]]:
+    """:func:`remove_bcg` over blocks of channels (every step is per channel: same result).
+
+    The beat epochs of all channels at once take channels x beats x epoch samples (900 MB
+    for 63 channels and an hour at 500 Hz, several times over); blocks bound that.
+    """
+    fitted = np.zeros_like(data, dtype=np.float32)
+    merged: dict[str, Any] = {}
+    for lo in range(0, data.shape[0], CHANNELS_PER_BLOCK):
+        block = np.ascontiguousarray(data[lo : lo + CHANNELS_PER_BLOCK])
+        part, info = remove_bcg(block, sfreq, beats, params)
+        if not info.get("bcg_corrected"):
+            return fitted, info
+        data[lo : lo + CHANNELS_PER_BLOCK] = block
+        fitted[lo : lo + CHANNELS_PER_BLOCK] = part
+        for key, value in info.items():
+            if isinstance(value, list) and key != "bcg_epoch_s":
+                merged.setdefault(key, []).extend(value)
+            else:
+                merged[key] = value
+    return fitted, merged
 
 
 def _overlap_add(

@@ -146,3 +146,26 @@ def test_params_are_checked():
         B.BCGParams(n_components=-1)
     with pytest.raises(ValueError, match="after"):
         B.BCGParams(after=0)
+
+
+def test_channel_blocks_give_the_same_result_as_all_channels_at_once(monkeypatch):
+    """Every step of the BCG fit is per channel: blocks of channels change nothing."""
+    from bids_neurobolt.eeg import bcg as bcg_module
+
+    rng = np.random.default_rng(4)
+    sfreq, n = 250.0, 250 * 60
+    peaks = np.arange(100, n - 200, 210) + rng.integers(-15, 15, size=(n - 300) // 210)
+    shape = np.exp(-0.5 * ((np.arange(-50, 150) - 60) / 12.0) ** 2)
+    data = rng.normal(0, 2, size=(11, n)).astype(np.float32)
+    for k, p in enumerate(peaks):
+        data[:, p - 50 : p + 150] += (20 + k % 3) * shape * np.linspace(0.5, 1.5, 11)[:, None]
+    beats = bcg_module.HeartBeats(samples=peaks.astype(np.float64), sfreq=sfreq, source="ecg")
+    whole, blocked = data.copy(), data.copy()
+    monkeypatch.setattr(bcg_module, "CHANNELS_PER_BLOCK", 100)
+    fitted_whole, info_whole = bcg_module.remove_bcg(whole, sfreq, beats)
+    monkeypatch.setattr(bcg_module, "CHANNELS_PER_BLOCK", 4)
+    fitted_blocked, info_blocked = bcg_module.remove_bcg(blocked, sfreq, beats)
+    np.testing.assert_allclose(fitted_blocked, fitted_whole, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(blocked, whole, rtol=1e-4, atol=1e-3)
+    assert info_blocked["bcg_components"] == info_whole["bcg_components"]
+    assert len(info_blocked["bcg_components"]) == 11
