@@ -52,6 +52,7 @@ DEFAULT_SLICE_MARKERS: tuple[str, ...] = ("Scanner/s", "Slice")
 AnalysisLevel = Literal["participant", "group"]
 ANALYSIS_LEVELS: tuple[str, ...] = ("participant", "group")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 ON_ERROR: tuple[str, ...] = ("abort", "continue")
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
@@ -364,6 +365,9 @@ class ExecutionConfig:
         ``nprocs``.
     device : {"auto", "cpu", "cuda"}
         Where the model runs.
+    precision : {"auto", "fp32", "bf16"}
+        Arithmetic of the model: ``auto`` is bf16 autocast on CUDA and float32 on the CPU
+        (bit-reproducible); ``bf16`` on a CPU with AMX/AVX-512 BF16 halves prediction time.
     on_error : {"abort", "continue"}
         Stop at the first failed run, or process the others and report failures.
     skip_bids_validation : bool
@@ -386,6 +390,7 @@ class ExecutionConfig:
     nprocs: int = 0
     omp_nthreads: int = 0
     device: str = "auto"
+    precision: str = "auto"
     on_error: str = "abort"
     skip_bids_validation: bool = False
     run_fmriprep: bool = False
@@ -395,6 +400,7 @@ class ExecutionConfig:
     def __post_init__(self) -> None:
         _check_choice("analysis_level", self.analysis_level, ANALYSIS_LEVELS)
         _check_choice("device", self.device, DEVICES)
+        _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("on_error", self.on_error, ON_ERROR)
         for step in self.steps:
             _check_choice("steps", step, STEPS)

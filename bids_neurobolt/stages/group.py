@@ -373,7 +373,11 @@ def _evaluate(
         if science.sloppy
         else TrainConfig(batch_size=64, seed=science.random_seed)  # the paper's inter-subject batch
     )
-    runtime = Runtime(device=device or config.execution.device, progress=False)
+    runtime = Runtime(
+        device=device or config.execution.device,
+        precision=config.execution.precision,  # type: ignore[arg-type]
+        progress=False,
+    )
     rows, folds_meta = [], []
     for fold, (split, sets) in enumerate(zip(splits, described, strict=True), start=1):
         logger.info(

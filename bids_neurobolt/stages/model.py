@@ -298,7 +298,7 @@ def _runtime(ctx: RunContext) -> Any:
 
     execution = ctx.config.execution
     bar = execution.verbosity >= 0 and sys.stderr.isatty()
-    return Runtime(device=execution.device, progress=bar)
+    return Runtime(device=execution.device, precision=execution.precision, progress=bar)
 
 
 def _epoch_logger(ctx: RunContext) -> Any:

@@ -130,6 +130,27 @@ def test_applying_the_saved_model_reproduces_its_predictions(
     assert sidecar["SamplingFrequency"] == pytest.approx(0.4)
 
 
+def test_bf16_prediction_on_the_cpu_matches_float32(
+    trained: Path, long_dataset: Path, tmp_path: Path
+) -> None:
+    """``--precision bf16`` (about 2x faster on CPUs with AMX/AVX-512 BF16) changes little."""
+    model = trained / "models/sub-01_ses-eegfmri_task-rest_atlas-simulated_desc-neurobolt_model"
+    out = tmp_path / "bf16"
+    shutil.copytree(trained, out, ignore=shutil.ignore_patterns("models"))
+    _table(out, "neurobolt").with_suffix(".json").unlink()
+    result = run_cli(
+        long_dataset, out, "participant", "-w", tmp_path / "w", "--skip-bids-validation",
+        "--steps", "model", "--model", f"{model}.json", "--precision", "bf16",
+        *atlas_args(long_dataset),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    fp32 = pd.read_csv(_table(trained, "neurobolt"), sep="\t", na_values="n/a").dropna()
+    bf16 = pd.read_csv(_table(out, "neurobolt"), sep="\t", na_values="n/a").dropna()
+    for name in fp32.columns:
+        assert np.corrcoef(fp32[name], bf16[name])[0, 1] >= 0.99, name
+        assert np.abs(fp32[name] - bf16[name]).max() <= 0.1 * fp32[name].std() + 1e-3, name
+
+
 def test_training_is_deterministic_on_cpu(
     trained: Path, long_dataset: Path, tmp_path: Path
 ) -> None:

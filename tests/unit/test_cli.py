@@ -97,6 +97,8 @@ def test_options_reach_the_config(captured, tmp_path):
         "3",
         "--omp-nthreads",
         "2",
+        "--precision",
+        "bf16",
         "--device",
         "cpu",
         "--random-seed",
@@ -132,6 +134,7 @@ def test_options_reach_the_config(captured, tmp_path):
     assert c.science.random_seed == 42
     assert (c.execution.nprocs, c.execution.device, c.execution.on_error) == (3, "cpu", "continue")
     assert (c.execution.omp_nthreads, c.execution.threads) == (2, 2)
+    assert c.execution.precision == "bf16"
     assert c.execution.skip_bids_validation is True
     assert c.execution.verbosity == 1
     assert c.execution.steps == ("sync",)
