@@ -39,6 +39,7 @@ from bids_neurobolt.derivatives import naming, writer
 from bids_neurobolt.errors import DataError, MissingInputError, NeuroboltWarning
 from bids_neurobolt.report import figures
 from bids_neurobolt.stages.context import RunContext, StageResult
+from bids_neurobolt.stages.targets import existing_targets
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ def run(ctx: RunContext) -> StageResult:
         return StageResult(
             "not applicable", "EEG-only recording: nothing to train on (pass --model to predict)"
         )
-    targets = find_targets(ctx)
+    found = existing_targets(ctx)
+    targets = None if found is None else found[0]
     if not applying and targets is None:
         raise MissingInputError(
             "the run has no ROI targets with the current settings, so NeuroBOLT cannot be "
@@ -144,17 +146,6 @@ def run(ctx: RunContext) -> StageResult:
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def find_targets(ctx: RunContext) -> Path | None:
-    """Return the run's up-to-date ``desc-bold`` targets table, if there is one."""
-    probe = naming.timeseries_path(ctx.output_dir, ctx.spec.entities, "X")
-    pattern = probe.name.replace("atlas-X", "atlas-*").replace(".tsv", ".json")
-    for sidecar in sorted(probe.parent.glob(pattern)):
-        tsv = sidecar.with_suffix(".tsv")
-        if ctx.up_to_date("targets", tsv, sidecar):
-            return tsv
-    return None
 
 
 def read_run(ctx: RunContext, targets: Path | None) -> RunData:

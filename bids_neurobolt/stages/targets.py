@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -65,7 +64,7 @@ def run(ctx: RunContext) -> StageResult:
     """Extract, clean and scale a run's ROI BOLD targets and write the timeseries table."""
     if ctx.spec.bold is None:
         return StageResult("not applicable", "EEG-only recording: no BOLD run")
-    done = _existing(ctx)
+    done = existing_targets(ctx)
     if done is not None:
         return StageResult("skipped", outputs=done)
     bold = ctx.bold
@@ -210,8 +209,8 @@ def _from_tables(ctx: RunContext, train_mask: np.ndarray) -> tuple[TargetsResult
     return result, label, [ctx.uri(path)]
 
 
-def _existing(ctx: RunContext) -> list[Any] | None:
-    """Return the run's targets if a table with the current settings exists (any atlas)."""
+def existing_targets(ctx: RunContext) -> list[Path] | None:
+    """Return the run's targets ``[tsv, sidecar]`` if made with the current settings (any atlas)."""
     probe = naming.timeseries_path(ctx.output_dir, ctx.spec.entities, "X")
     pattern = probe.name.replace("atlas-X", "atlas-*").replace(".tsv", ".json")
     for sidecar in sorted(probe.parent.glob(pattern)):
