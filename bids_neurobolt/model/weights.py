@@ -384,7 +384,9 @@ def model_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Return the SHA-256 (hex) of a file, read in 1 MiB blocks."""
+    path = Path(path)
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -437,7 +439,7 @@ def save_model(
     try:
         tmp_weights = _atomic_target(weights_path)
         save_file(state, str(tmp_weights), metadata=header)
-        metadata = dataclasses.replace(metadata, weights_sha256=_sha256(tmp_weights))
+        metadata = dataclasses.replace(metadata, weights_sha256=file_sha256(tmp_weights))
         tmp_json = _atomic_target(json_path)
         tmp_json.write_text(metadata.to_json(), encoding="utf-8")
         tmp_weights.replace(weights_path)
@@ -518,7 +520,7 @@ def load_model(
             "the model weights (.safetensors next to the .json) do not exist.",
             path=weights_path,
         )
-    if metadata.weights_sha256 and _sha256(weights_path) != metadata.weights_sha256:
+    if metadata.weights_sha256 and file_sha256(weights_path) != metadata.weights_sha256:
         raise DataError(
             "the weights file does not match the checksum in its JSON description "
             "(modified, truncated or paired with another model's description).",

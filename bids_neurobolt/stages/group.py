@@ -28,7 +28,6 @@ References
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections import Counter
@@ -236,11 +235,9 @@ def _entity(name: str, key: str) -> str:
 
 
 def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    from bids_neurobolt.model.weights import file_sha256  # torch: imported on use
+
+    return file_sha256(path)[:16]
 
 
 def _fingerprint(config: Config, runs: list[GroupRun]) -> dict[str, Any]:

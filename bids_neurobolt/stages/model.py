@@ -23,7 +23,7 @@ pre-trained or applied model) it marks a complete result.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import logging
 import sys
@@ -250,11 +250,16 @@ def _fingerprint(path: Path | None) -> str | None:
         return None
     if path.suffix not in {".safetensors", ".json", ".pth", ".pt", ".bin"}:
         path = path.with_name(path.name + ".safetensors")
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    stat = path.stat()
+    return _cached_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """Hash a file once per content version (size and mtime), not once per run."""
+    from bids_neurobolt.model.weights import file_sha256  # torch: imported on use
+
+    return file_sha256(path)
 
 
 def _inputs_fingerprint(ctx: RunContext) -> dict[str, str | None]:
