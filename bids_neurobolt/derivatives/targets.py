@@ -59,10 +59,7 @@ def write_targets(
     """
     tsv = naming.timeseries_path(output_dir, entities, atlas_label, desc="bold")
     sidecar = naming.sidecar_path(tsv)
-    text = result.table.to_csv(
-        sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n"
-    )
-    writer.write_text(tsv, text)
+    writer.write_tsv(tsv, result.table, float_format="%.6g")
     writer.write_json(
         sidecar,
         targets_sidecar(

@@ -139,9 +139,14 @@ def write_json(path: Path, data: Mapping[str, Any]) -> Path:
     return write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def write_tsv(path: Path, table: pd.DataFrame) -> Path:
-    """Write a BIDS TSV (tab separated, header row, ``n/a`` for missing values) atomically."""
-    text = table.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n")
+def write_tsv(path: Path, table: pd.DataFrame, float_format: str | None = None) -> Path:
+    """Write a BIDS TSV (tab separated, header row, ``n/a`` for missing values) atomically.
+
+    ``float_format`` (e.g. ``"%.6g"``) rounds the floats, as for ROI time series.
+    """
+    text = table.to_csv(
+        sep="\t", index=False, na_rep="n/a", float_format=float_format, lineterminator="\n"
+    )
     return write_text(path, text)
 
 

@@ -433,15 +433,8 @@ def _evaluate(
     paths["model"].parent.mkdir(parents=True, exist_ok=True)
     model_files = save_model(final.model, paths["model"], metadata)
     outputs = [*model_files]
-    table = {
-        "sep": "\t",
-        "index": False,
-        "na_rep": "n/a",
-        "float_format": "%.6g",
-        "lineterminator": "\n",
-    }
-    outputs.append(writer.write_text(paths["metrics"], metrics.to_csv(**table)))
-    outputs.append(writer.write_text(paths["summary"], summary.to_csv(**table)))
+    outputs.append(writer.write_tsv(paths["metrics"], metrics, "%.6g"))
+    outputs.append(writer.write_tsv(paths["summary"], summary, "%.6g"))
     outputs.append(writer.write_text(paths["figure"], figures.r_histograms(metrics)))
     split_kind = (
         "explicit (--group-split)"

@@ -43,6 +43,9 @@ from bids_neurobolt.stages.targets import existing_targets
 
 logger = logging.getLogger(__name__)
 
+#: Precision of the tables written (as the targets').
+FLOAT_FORMAT = "%.6g"
+
 #: Seconds dropped at the start of the validation and of the test part (10 TRs of 2.1 s).
 SPLIT_GAP_SECONDS = 20.0
 
@@ -538,29 +541,12 @@ def _write(
     written = []
     if metrics is not None:
         path = naming.metrics_path(ctx.output_dir, entities, atlas)
-        text = metrics.to_csv(
-            sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n"
-        )
-        written.append(writer.write_text(path, text))
-    written.append(
-        writer.write_text(
-            tsv,
-            predictions.to_csv(
-                sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n"
-            ),
-        )
-    )
+        written.append(writer.write_tsv(path, metrics, FLOAT_FORMAT))
+    written.append(writer.write_tsv(tsv, predictions, FLOAT_FORMAT))
     percent = to_percent_signal_change(predictions, data.scaling)
     if percent is not None:
         psc = naming.timeseries_path(ctx.output_dir, entities, atlas, desc="neuroboltpsc")
-        written.append(
-            writer.write_text(
-                psc,
-                percent.to_csv(
-                    sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n"
-                ),
-            )
-        )
+        written.append(writer.write_tsv(psc, percent, FLOAT_FORMAT))
         written.append(
             writer.write_json(
                 naming.sidecar_path(psc),
