@@ -113,9 +113,7 @@ def preflight(config: Any) -> None:
                 "(OUTPUT_DIR/models/).",
             )
     if inputs.pretrained is not None:
-        from bids_neurobolt.model.weights import read_labram_state
-
-        read_labram_state(inputs.pretrained)
+        labram_state(inputs.pretrained)
 
 
 def run(ctx: RunContext) -> StageResult:
@@ -257,6 +255,25 @@ def _fingerprint(path: Path | None) -> str | None:
     return _cached_sha256(str(path), stat.st_size, stat.st_mtime_ns)
 
 
+def labram_state(path: Path) -> Any:
+    """LaBraM weights of ``--pretrained``, read once per invocation (preflight, then runs).
+
+    The tensors are only copied into each new model, never changed.
+    """
+    try:
+        stat = path.stat()
+    except OSError:  # read_labram_state says what is wrong with the path
+        return _cached_labram_state.__wrapped__(str(path), 0, 0)
+    return _cached_labram_state(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_labram_state(path: str, size: int, mtime_ns: int) -> Any:
+    from bids_neurobolt.model.weights import read_labram_state
+
+    return read_labram_state(path)
+
+
 @functools.lru_cache(maxsize=8)
 def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
     """Hash a file once per content version (size and mtime), not once per run."""
@@ -319,7 +336,7 @@ def _epoch_logger(ctx: RunContext) -> Any:
 
 
 def _train(ctx: RunContext, data: RunData) -> StageResult:
-    from bids_neurobolt.model.weights import ModelMetadata, read_labram_state, save_model
+    from bids_neurobolt.model.weights import ModelMetadata, save_model
     from bids_neurobolt.train import (
         gap_for_tr,
         intra_scan_split,
@@ -348,7 +365,7 @@ def _train(ctx: RunContext, data: RunData) -> StageResult:
         return StageResult(
             "not applicable", f"run too short for the intra-scan split: {exc.message}"
         )
-    pretrained = read_labram_state(inputs.pretrained) if inputs.pretrained is not None else None
+    pretrained = labram_state(inputs.pretrained) if inputs.pretrained is not None else None
     logger.info(
         "%s: training NeuroBOLT on %d windows x %d channels, %d ROI(s) (train %d, val %d, "
         "test %d)%s.",
