@@ -237,10 +237,13 @@ def speed(opts: argparse.Namespace) -> None:
     results: dict[str, dict[str, Any]] = {}
     for variant in ("ours", "fp32 eager"):
         args = {**common, "variant": "ours" if variant == "ours" else "eager"}
-        print(f"[{variant}] training on {n_train} windows...", file=sys.stderr, flush=True)
-        train = _in_fresh_process(
-            train_worker, {**args, "windows": n_train, "batch": opts.batch, "epochs": opts.epochs}
-        )
+        train: dict[str, Any] = {"windows_per_s": np.nan, "precision": opts.precision}
+        if not opts.skip_training:
+            print(f"[{variant}] training on {n_train} windows...", file=sys.stderr, flush=True)
+            train = _in_fresh_process(
+                train_worker,
+                {**args, "windows": n_train, "batch": opts.batch, "epochs": opts.epochs},
+            )
         print(f"[{variant}] predicting {opts.windows} windows...", file=sys.stderr, flush=True)
         out = f"/tmp/bench_model_{os.getpid()}_{args['variant']}.npy"
         infer = _in_fresh_process(
@@ -268,25 +271,29 @@ def speed(opts: argparse.Namespace) -> None:
         f"{' + torch.compile' if opts.compile else ''}"
     )
     mem = "peak_gpu_mb" if on_gpu else "peak_rss_mb"
+    training_rows = []
+    if not opts.skip_training:
+        training_rows = [
+            (
+                f"training, windows/s (batch {opts.batch})",
+                ours["train"]["windows_per_s"],
+                peer["train"]["windows_per_s"],
+                True,
+            ),
+            (
+                f"training, peak {'GPU' if on_gpu else 'RSS'} MB",
+                ours["train"][mem],
+                peer["train"][mem],
+                False,
+            ),
+            (
+                f"{PAPER_INTER_WINDOWS} windows x {PAPER_EPOCHS} epochs, projected min",
+                PAPER_INTER_WINDOWS * PAPER_EPOCHS / ours["train"]["windows_per_s"] / 60,
+                PAPER_INTER_WINDOWS * PAPER_EPOCHS / peer["train"]["windows_per_s"] / 60,
+                False,
+            ),
+        ]
     rows = [
-        (
-            f"training, windows/s (batch {opts.batch})",
-            ours["train"]["windows_per_s"],
-            peer["train"]["windows_per_s"],
-            True,
-        ),
-        (
-            f"training, peak {'GPU' if on_gpu else 'RSS'} MB",
-            ours["train"][mem],
-            peer["train"][mem],
-            False,
-        ),
-        (
-            f"{PAPER_INTER_WINDOWS} windows x {PAPER_EPOCHS} epochs, projected min",
-            PAPER_INTER_WINDOWS * PAPER_EPOCHS / ours["train"]["windows_per_s"] / 60,
-            PAPER_INTER_WINDOWS * PAPER_EPOCHS / peer["train"]["windows_per_s"] / 60,
-            False,
-        ),
         (
             f"predict {opts.windows} windows, process CPU s",
             ours["infer"]["cpu_seconds"],
@@ -313,6 +320,7 @@ def speed(opts: argparse.Namespace) -> None:
             False,
         ),
     ]
+    rows = training_rows + rows
     print(f"{'measure':<44} {'ours':>12} {'fp32 eager':>12} {'speed-up':>9}")
     for label, o, p, higher_better in rows:
         ratio = o / p if higher_better else p / o
@@ -427,7 +435,7 @@ def quality(opts: argparse.Namespace) -> None:
         seed=opts.seed,
         model_config=model_config,
         train_config=train_config,
-        runtime=Runtime(device=opts.device, progress=sys.stderr.isatty()),
+        runtime=Runtime(device=opts.device, precision=opts.precision, progress=sys.stderr.isatty()),
     )
     test = split.test
     ours = grouped_metrics(targets[test], result.predictions[test], groups[test], roi_names)
@@ -472,6 +480,9 @@ def main(argv: list[str] | None = None) -> None:
         help="ours: auto is bf16 on CUDA, fp32 on CPU",
     )
     parser.add_argument("--compile", action="store_true", help="ours: torch.compile")
+    parser.add_argument(
+        "--skip-training", action="store_true", help="speed: measure prediction only"
+    )
     parser.add_argument("--rois", type=int, default=66, help="model outputs (speed)")
     parser.add_argument("--windows", type=int, default=567, help="windows to predict (speed)")
     parser.add_argument(

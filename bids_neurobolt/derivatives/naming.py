@@ -247,3 +247,8 @@ def model_stem(output_dir: Path, entities: Mapping[str, str | None], atlas: str)
         / "models"
         / bids_name({**entities, "atlas": atlas, "desc": "neurobolt"}, "model", "")
     )
+
+
+def history_path(model_stem: Path) -> Path:
+    """Return the training history beside a model: ``..._model`` -> ``..._history.tsv``."""
+    return model_stem.with_name(model_stem.name.removesuffix("_model") + "_history.tsv")

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bids_neurobolt.errors import ConfigError
+from bids_neurobolt.model.fused import linear_gelu
 
 #: LaBraM's list of electrode names: channel ``name`` uses row ``1 + index`` of the
 #: spatial embedding (row 0 belongs to the CLS token). Names are matched case-insensitively.
@@ -222,13 +223,12 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the feed-forward network token-wise."""
-        return self.drop(self.fc2(self.act(self.fc1(x))))
+        return self.drop(self.fc2(linear_gelu(self.fc1, x)))
 
 
 class Block(nn.Module):
@@ -374,6 +374,7 @@ class LaBraMEncoder(nn.Module):
             The window cut into patches.
         """
         batch, n_ch, n_patches, patch_size = patches.shape
+        patches = patches.to(self.patch_embed.conv1.weight.dtype)
         tokens = self.patch_embed(patches.reshape(batch, n_ch * n_patches, patch_size))
         spatial = self.pos_embed[0, self.channel_rows].repeat_interleave(n_patches, dim=0)
         temporal = self.time_embed[0, :n_patches].repeat(n_ch, 1)

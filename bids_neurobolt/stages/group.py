@@ -78,6 +78,7 @@ def group_paths(output_dir: Path, atlas: str) -> dict[str, Path]:
         "metrics": folder / f"{stem}_metrics.tsv",
         "summary": folder / f"{stem}_summary.tsv",
         "folds": folder / f"{stem}_folds.json",
+        "history": folder / f"{stem}_history.tsv",
         "figure": folder / "figures" / f"group_atlas-{atlas}_desc-rhist_bold.svg",
         "model": output_dir / "models" / f"{stem}_model",
     }
@@ -375,7 +376,7 @@ def _evaluate(
         precision=config.execution.precision,  # type: ignore[arg-type]
         progress=False,
     )
-    rows, folds_meta = [], []
+    rows, folds_meta, histories = [], [], []
     for fold, (split, sets) in enumerate(zip(splits, described, strict=True), start=1):
         logger.info(
             "group fold %d/%d: train %s | validate %s | test %s (%d/%d/%d windows).",
@@ -397,6 +398,7 @@ def _evaluate(
         )
         merged.insert(0, "fold", fold)
         rows.append(merged)
+        histories.append(fit.history.assign(fold=str(fold)))
         folds_meta.append(
             {**sets, "best_epoch": fit.best_epoch, "windows": split.sizes(),
              "history": fit.history.round(6).to_dict(orient="list"), "device": fit.device}
@@ -435,6 +437,10 @@ def _evaluate(
     outputs = [*model_files]
     outputs.append(writer.write_tsv(paths["metrics"], metrics, "%.6g"))
     outputs.append(writer.write_tsv(paths["summary"], summary, "%.6g"))
+    history = pd.concat([*histories, final.history.assign(fold="all")], ignore_index=True)
+    outputs.append(
+        writer.write_tsv(paths["history"], history[["fold", *final.history.columns]], "%.6g")
+    )
     outputs.append(writer.write_text(paths["figure"], figures.r_histograms(metrics)))
     split_kind = (
         "explicit (--group-split)"

@@ -417,6 +417,7 @@ def _train(ctx: RunContext, data: RunData) -> StageResult:
     stem = naming.model_stem(ctx.output_dir, ctx.spec.entities, atlas)
     stem.parent.mkdir(parents=True, exist_ok=True)
     model_files = save_model(fit.model, stem, metadata)
+    history = writer.write_tsv(naming.history_path(stem), fit.history, "%.6g")
     predictions = _per_volume(fit.predictions, windows.volumes, len(data.targets), roi_names)
     baseline_table = _per_volume(
         baseline.predictions, windows.volumes, len(data.targets), roi_names
@@ -443,7 +444,7 @@ def _train(ctx: RunContext, data: RunData) -> StageResult:
         float(test["pearson_r"].median()),
         float(test["baseline_r"].median()),
     )
-    return StageResult("done", outputs=[*model_files, *written])
+    return StageResult("done", outputs=[*model_files, history, *written])
 
 
 def _check_volumes(data: RunData) -> None:

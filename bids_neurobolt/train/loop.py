@@ -132,7 +132,10 @@ class Runtime:
     device : {"auto", "cpu", "cuda"} or str
         ``"auto"`` picks CUDA when available.
     precision : {"auto", "fp32", "bf16"}
-        ``"auto"`` is bf16 autocast on CUDA and float32 on CPU.
+        ``"auto"`` is bf16 autocast on CUDA and float32 on CPU. ``"bf16"`` trains with
+        bf16 autocast; on the CPU it predicts with a bfloat16 copy of the model
+        (:meth:`~bids_neurobolt.model.NeuroBOLT.low_precision_copy`), which avoids
+        autocast's per-call casts.
     compile : bool
         Wrap the model with ``torch.compile`` (CUDA: faster after a warm-up).
     eval_batch_size : int | None
@@ -427,6 +430,8 @@ def _predict_indices(
     autocast_dtype: torch.dtype | None,
 ) -> NDArray[np.float32]:
     model.eval()
+    if isinstance(model, NeuroBOLT) and data.device.type == "cpu" and autocast_dtype is not None:
+        model, autocast_dtype = model.low_precision_copy(autocast_dtype), None
     outputs = []
     start = 0
     with torch.inference_mode():

@@ -68,6 +68,11 @@ def test_every_subject_is_tested_once_on_a_model_that_never_saw_it(group_out: Pa
         summary.set_index("roi")["mean_r"], expected[summary["roi"]], atol=1e-5
     )
     assert (summary["n_runs"] == 3).all()
+    history = pd.read_csv(group_out / f"{GROUP}_history.tsv", sep="\t", dtype={"fold": str})
+    assert history["fold"].unique().tolist() == ["1", "2", "3", "all"]
+    for number, fold in enumerate(folds["Folds"], start=1):
+        epochs = history.loc[history["fold"] == str(number), "epoch"].tolist()
+        assert epochs == fold["history"]["epoch"]
 
 
 def test_group_model_can_be_applied(group_out: Path, group_dataset: Path, tmp_path: Path) -> None:

@@ -91,6 +91,18 @@ def test_training_writes_predictions_metrics_and_a_model(trained: Path) -> None:
     assert model["atlas"] == "simulated" and model["target_scaling"]["Method"] == "absmax"
     assert model["training"]["repetition_time"] == 2.0
     assert model["config_hash"] == sidecar["ScienceHash"]
+    history = pd.read_csv(
+        trained / "models/sub-01_ses-eegfmri_task-rest_atlas-simulated_desc-neurobolt_history.tsv",
+        sep="\t",
+    )
+    assert list(history.columns) == [
+        "epoch", "lr", "train_loss", "val_loss", "val_pearson_r", "seconds", "windows_per_second"
+    ]  # fmt: skip
+    assert history["epoch"].tolist() == model["training"]["history"]["epoch"]
+    np.testing.assert_allclose(
+        history["val_loss"], model["training"]["history"]["val_loss"], rtol=1e-5
+    )
+    assert model["training"]["best_epoch"] == history.loc[history["val_loss"].idxmin(), "epoch"]
 
 
 def test_report_shows_the_model(trained: Path) -> None:

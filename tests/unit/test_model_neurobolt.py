@@ -132,3 +132,23 @@ def test_config_round_trip_and_validation():
         NeuroBOLTConfig.from_dict({"depht": 3})
     with pytest.raises(ConfigError, match="16 patches"):
         NeuroBOLT(["Cz"], config=NeuroBOLTConfig(window=20.0, conv_channels=4, depth=1))
+
+
+def test_low_precision_copy_keeps_norms_float32_and_predicts_like_float32():
+    model = NeuroBOLT(PAPER_CHANNELS[:6], 3, config=TINY, seed=0).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = model.low_precision_copy(torch.bfloat16)
+    for name, module in fast.named_modules():
+        if isinstance(module, torch.nn.LayerNorm | torch.nn.GroupNorm):
+            assert module.weight.dtype == torch.float32, name
+        elif isinstance(module, torch.nn.Linear | torch.nn.Conv2d | torch.nn.Embedding):
+            assert module.weight.dtype == torch.bfloat16, name
+    for key, value in model.state_dict().items():  # the original is untouched
+        assert value.dtype == before[key].dtype and torch.equal(value, before[key]), key
+    x = torch.randn(8, 6, TINY.n_times)
+    with torch.inference_mode():
+        ref, low = model(x), fast(x)
+    assert low.dtype == torch.bfloat16
+    r = torch.corrcoef(torch.stack([ref.ravel(), low.float().ravel()]))[0, 1]
+    assert r > 0.999
+    assert float((low.float() - ref).abs().max()) < 0.05 * float(ref.abs().max())

@@ -183,6 +183,19 @@ def test_predict_reads_arrays_memory_maps_and_stacks(tmp_path):
     np.testing.assert_allclose(predict(model, stacked), plain, rtol=1e-5, atol=1e-7)
 
 
+def test_bf16_prediction_on_cpu_uses_a_bfloat16_copy_and_leaves_the_model_alone():
+    x, _ = toy_problem(10)
+    model = NeuroBOLT(CHANNELS, 2, config=TINY, seed=0)
+    fp32 = predict(model, x, runtime=QUIET)
+    bf16 = predict(model, x, runtime=Runtime(device="cpu", precision="bf16", progress=False))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with torch.inference_mode():
+        copy = model.low_precision_copy(torch.bfloat16)(torch.from_numpy(x)).float().numpy()
+    np.testing.assert_array_equal(bf16, copy)
+    assert np.corrcoef(bf16.ravel(), fp32.ravel())[0, 1] > 0.999
+    np.testing.assert_array_equal(predict(model, x, runtime=QUIET), fp32)  # fp32 still exact
+
+
 def test_bad_inputs_are_data_errors():
     x, y = toy_problem(10)
     model = NeuroBOLT(CHANNELS, 2, config=TINY, seed=0)

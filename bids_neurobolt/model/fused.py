@@ -1,0 +1,52 @@
+"""Fused CPU kernels for inference.
+
+PyTorch's eager mode runs a linear layer and the GELU that follows it as two passes
+over the hidden activations. On the CPU, oneDNN can apply the GELU inside the matrix
+product (the same fusion ``torch.compile`` makes), which saves one read and one write
+of the largest tensor of each feed-forward network: about 8% of NeuroBOLT's
+prediction time on two cores (``benchmarks/bench_model.py speed``).
+
+The fused operator has no autograd formula, so it is only used when gradients are off
+(prediction, validation); training takes the ordinary path. It is a private PyTorch
+operator: when a build lacks it, the ordinary path is used.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_LINEAR_POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+
+
+def fused_available(x: torch.Tensor) -> bool:
+    """Whether :func:`linear_gelu` takes the fused oneDNN path for ``x``."""
+    return (
+        _LINEAR_POINTWISE is not None
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and not torch.is_grad_enabled()
+        and torch.backends.mkldnn.is_available()
+        and not torch.compiler.is_compiling()
+    )
+
+
+def linear_gelu(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """Return ``gelu(linear(x))`` (exact, erf-based GELU), fused on the CPU without gradients.
+
+    Parameters
+    ----------
+    linear : torch.nn.Linear
+        The layer; its weight has the dtype of ``x``.
+    x : torch.Tensor, shape (..., in_features)
+        Input.
+
+    Returns
+    -------
+    torch.Tensor, shape (..., out_features)
+        In float32 identical to the unfused result; in bfloat16 within one rounding step.
+    """
+    if fused_available(x) and linear.weight.dtype == x.dtype:
+        return _LINEAR_POINTWISE(x, linear.weight, linear.bias, "gelu", [], "none")
+    return F.gelu(linear(x))

@@ -1,0 +1,43 @@
+"""Fused linear + GELU: same values as the two eager operations, autograd kept."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from bids_neurobolt.model.fused import fused_available, linear_gelu
+
+
+def test_fused_linear_gelu_equals_eager_in_float32():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(20, 48)
+    x = torch.randn(3, 11, 20)
+    with torch.inference_mode():
+        expected = F.gelu(linear(x))
+        ours = linear_gelu(linear, x)
+        strided = linear_gelu(linear, torch.randn(3, 11, 40)[..., ::2])
+    torch.testing.assert_close(ours, expected, atol=1e-6, rtol=1e-6)
+    assert strided.shape == (3, 11, 48)
+
+
+def test_fused_linear_gelu_bfloat16_within_one_rounding_step():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(20, 48).to(torch.bfloat16)
+    x = torch.randn(4, 20).to(torch.bfloat16)
+    with torch.inference_mode():
+        expected = F.gelu(linear(x).float())
+        ours = linear_gelu(linear, x)
+    assert ours.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), expected, atol=2e-2, rtol=1e-2)
+
+
+def test_with_gradients_the_autograd_path_is_taken():
+    linear = torch.nn.Linear(5, 7)
+    x = torch.randn(2, 5, requires_grad=True)
+    assert not fused_available(x)
+    linear_gelu(linear, x).sum().backward()
+    assert x.grad is not None and linear.weight.grad is not None
+    with torch.no_grad():
+        assert fused_available(x) == (
+            torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        )
