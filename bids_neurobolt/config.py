@@ -427,6 +427,15 @@ class Config:
     selection: Selection = field(default_factory=Selection)
     science: ScienceConfig = field(default_factory=ScienceConfig)
 
+    def __post_init__(self) -> None:
+        if self.execution.run_fmriprep and self.inputs.targets_dir is not None:
+            raise ConfigError(
+                "--run-fmriprep and --targets-dir contradict each other: ROI tables from "
+                f"{self.inputs.targets_dir} replace the BOLD that fMRIPrep would preprocess.",
+                fix="Drop --run-fmriprep to use the tables, or --targets-dir to extract the "
+                "targets from fMRIPrep's BOLD.",
+            )
+
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as nested plain data (paths as strings)."""
         data = _plain(self)

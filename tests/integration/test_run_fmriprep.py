@@ -265,6 +265,19 @@ def test_run_fmriprep_without_license_names_the_fix(
     assert _docker_runs(fake_docker) == []
 
 
+def test_run_fmriprep_with_targets_dir_is_a_usage_error(
+    dataset_copy: Path, tmp_path: Path, fake_docker: Path, license_file: Path
+) -> None:
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    result = _run(dataset_copy, tmp_path, "--run-fmriprep", "--targets-dir", tables)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    message = result.output[result.output.find("error:") :]
+    assert "--run-fmriprep and --targets-dir contradict" in message and "Drop" in message
+    assert _docker_runs(fake_docker) == []
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_run_fmriprep_without_docker_is_a_clear_error(
     dataset_copy: Path,
     tmp_path: Path,
