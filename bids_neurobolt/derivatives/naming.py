@@ -7,8 +7,9 @@ format names themselves; they ask this module.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 #: Entity keys in BIDS order, with their file-name prefixes.
 ENTITY_ORDER: tuple[tuple[str, str], ...] = (
@@ -252,3 +253,37 @@ def model_stem(output_dir: Path, entities: Mapping[str, str | None], atlas: str)
 def history_path(model_stem: Path) -> Path:
     """Return the training history beside a model: ``..._model`` -> ``..._history.tsv``."""
     return model_stem.with_name(model_stem.name.removesuffix("_model") + "_history.tsv")
+
+
+#: Column descriptions of the result tables (metrics, summary, history), written into
+#: their JSON sidecars as BIDS data dictionaries.
+TABLE_COLUMNS: dict[str, str] = {
+    "fold": "Cross-validation fold (1, 2, ...); 'all' for the model trained on every subject.",
+    "subject": "Participant label of the held-out subject.",
+    "run": "The held-out run (its BIDS entities).",
+    "roi": "Region of interest (atlas label, or the global signal).",
+    "split": "Windows scored: train, val, test (intra-scan split), or all (applied model).",
+    "n": "Number of windows (volumes) scored.",
+    "pearson_r": "Pearson correlation of NeuroBOLT's prediction with the measured target.",
+    "mse": "Mean squared error of NeuroBOLT's prediction, in target units.",
+    "baseline_r": "Pearson correlation of the ridge baseline (HRF-convolved EEG band power).",
+    "baseline_mse": "Mean squared error of the ridge baseline, in target units.",
+    "n_runs": "Number of held-out runs averaged.",
+    "mean_r": "Mean over held-out runs of NeuroBOLT's test Pearson r.",
+    "sd_r": "Standard deviation over held-out runs of NeuroBOLT's test Pearson r.",
+    "median_r": "Median over held-out runs of NeuroBOLT's test Pearson r.",
+    "mean_baseline_r": "Mean over held-out runs of the ridge baseline's test Pearson r.",
+    "epoch": "Training epoch (1-based).",
+    "lr": "Learning rate of the top layers at the epoch's last step.",
+    "train_loss": "Mean training MSE over the epoch's batches.",
+    "val_loss": "MSE on the validation windows after the epoch (n/a without them).",
+    "val_pearson_r": "Mean over ROIs of the validation Pearson r after the epoch.",
+    "seconds": "Wall time of the epoch, validation included (s).",
+    "windows_per_second": "Training windows processed per second of the epoch.",
+}
+
+
+def table_sidecar(columns: Sequence[str], **extra: Any) -> dict[str, Any]:
+    """JSON sidecar of a result table: a description per known column, then ``extra``."""
+    described = {c: {"Description": TABLE_COLUMNS[c]} for c in columns if c in TABLE_COLUMNS}
+    return {**described, **extra}

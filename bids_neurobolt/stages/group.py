@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bids_neurobolt import __version__
 from bids_neurobolt.config import Config
-from bids_neurobolt.derivatives import writer
+from bids_neurobolt.derivatives import naming, writer
 from bids_neurobolt.errors import ConfigError, DataError, MissingInputError
 from bids_neurobolt.report import figures
 from bids_neurobolt.stages.model import read_clean_eeg
@@ -435,12 +436,19 @@ def _evaluate(
     paths["model"].parent.mkdir(parents=True, exist_ok=True)
     model_files = save_model(final.model, paths["model"], metadata)
     outputs = [*model_files]
-    outputs.append(writer.write_tsv(paths["metrics"], metrics, "%.6g"))
-    outputs.append(writer.write_tsv(paths["summary"], summary, "%.6g"))
     history = pd.concat([*histories, final.history.assign(fold="all")], ignore_index=True)
-    outputs.append(
-        writer.write_tsv(paths["history"], history[["fold", *final.history.columns]], "%.6g")
-    )
+    folds_uri = f"bids::{paths['folds'].relative_to(config.execution.output_dir).as_posix()}"
+    for key, table, description in (
+        ("metrics", metrics, "Inter-subject test metrics per held-out run and ROI."),
+        ("summary", summary, "Inter-subject test Pearson r per ROI across held-out runs."),
+        ("history", history[["fold", *final.history.columns]], "Training history per fold."),
+    ):
+        outputs.append(writer.write_tsv(paths[key], table, "%.6g"))
+        meta = naming.table_sidecar(
+            table.columns, Description=description, Sources=[folds_uri],
+            RandomSeed=science.random_seed, SoftwareVersion=f"bids-neurobolt {__version__}",
+        )  # fmt: skip
+        outputs.append(writer.write_json(naming.sidecar_path(paths[key]), meta))
     outputs.append(writer.write_text(paths["figure"], figures.r_histograms(metrics)))
     split_kind = (
         "explicit (--group-split)"

@@ -418,6 +418,13 @@ def _train(ctx: RunContext, data: RunData) -> StageResult:
     stem.parent.mkdir(parents=True, exist_ok=True)
     model_files = save_model(fit.model, stem, metadata)
     history = writer.write_tsv(naming.history_path(stem), fit.history, "%.6g")
+    history_meta = naming.table_sidecar(
+        fit.history.columns,
+        Description="NeuroBOLT training history, one row per epoch.",
+        Sources=[f"bids::{model_files[0].relative_to(ctx.output_dir).as_posix()}"],
+        **ctx.provenance("model"),
+    )
+    history_json = writer.write_json(naming.sidecar_path(history), history_meta)
     predictions = _per_volume(fit.predictions, windows.volumes, len(data.targets), roi_names)
     baseline_table = _per_volume(
         baseline.predictions, windows.volumes, len(data.targets), roi_names
@@ -444,7 +451,7 @@ def _train(ctx: RunContext, data: RunData) -> StageResult:
         float(test["pearson_r"].median()),
         float(test["baseline_r"].median()),
     )
-    return StageResult("done", outputs=[*model_files, history, *written])
+    return StageResult("done", outputs=[*model_files, history, history_json, *written])
 
 
 def _check_volumes(data: RunData) -> None:
@@ -560,6 +567,13 @@ def _write(
     if metrics is not None:
         path = naming.metrics_path(ctx.output_dir, entities, atlas)
         written.append(writer.write_tsv(path, metrics, FLOAT_FORMAT))
+        sidecar_meta = naming.table_sidecar(
+            metrics.columns,
+            Description="Prediction quality of NeuroBOLT and the ridge baseline per ROI and set.",
+            Sources=[f"bids::{tsv.relative_to(ctx.output_dir).as_posix()}"],
+            **ctx.provenance("model"),
+        )
+        written.append(writer.write_json(naming.sidecar_path(path), sidecar_meta))
     written.append(writer.write_tsv(tsv, predictions, FLOAT_FORMAT))
     percent = to_percent_signal_change(predictions, data.scaling)
     if percent is not None:

@@ -73,6 +73,11 @@ def test_every_subject_is_tested_once_on_a_model_that_never_saw_it(group_out: Pa
     for number, fold in enumerate(folds["Folds"], start=1):
         epochs = history.loc[history["fold"] == str(number), "epoch"].tolist()
         assert epochs == fold["history"]["epoch"]
+    for table in ("metrics", "summary", "history"):
+        sidecar = json.loads((group_out / f"{GROUP}_{table}.json").read_text())
+        columns = pd.read_csv(group_out / f"{GROUP}_{table}.tsv", sep="\t", nrows=0).columns
+        assert all(sidecar[c]["Description"] for c in columns), table
+        assert sidecar["Sources"] == [f"bids::{GROUP}_folds.json"]
 
 
 def test_group_model_can_be_applied(group_out: Path, group_dataset: Path, tmp_path: Path) -> None:

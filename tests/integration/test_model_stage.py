@@ -103,6 +103,14 @@ def test_training_writes_predictions_metrics_and_a_model(trained: Path) -> None:
         history["val_loss"], model["training"]["history"]["val_loss"], rtol=1e-5
     )
     assert model["training"]["best_epoch"] == history.loc[history["val_loss"].idxmin(), "epoch"]
+    for table in (
+        _table(trained, "neurobolt", "metrics"),
+        trained / "models/sub-01_ses-eegfmri_task-rest_atlas-simulated_desc-neurobolt_history.tsv",
+    ):
+        sidecar = json.loads(table.with_suffix(".json").read_text())
+        columns = pd.read_csv(table, sep="\t", nrows=0).columns
+        assert all(sidecar[c]["Description"] for c in columns), table
+        assert sidecar["ScienceHash"] == model["config_hash"] and sidecar["Sources"]
 
 
 def test_report_shows_the_model(trained: Path) -> None:
