@@ -671,6 +671,8 @@ def read_bids_atlas(path: Path) -> Atlas:
         raise DataError(
             f"cannot read the atlas image ({type(exc).__name__}: {exc}).", path=path
         ) from None
+    if template is None:
+        _check_unnamed_space(image, path)
     table = _read_names_table(tsv)
     kind: AtlasKind = "maps" if len(shape) == 4 and shape[3] > 1 else "labels"
     if kind == "labels" and len(shape) == 4:
@@ -740,6 +742,30 @@ def write_bids_atlas(
         with _atomic(path.with_name(f"atlas-{label}_description.json"), suffix=".json") as tmp:
             tmp.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+#: NIfTI xform codes that name a space other than a standard template.
+_NON_TEMPLATE_XFORMS = {1: "scanner", 3: "Talairach"}
+
+
+def _check_unnamed_space(image: Any, path: Path) -> None:
+    """Refuse an atlas whose name gives no template and whose header says scanner/Talairach.
+
+    Without a ``tpl-``/``space-`` entity the atlas is taken to be in MNI space; its NIfTI
+    header can still contradict that (sform, else qform, code 1 or 3). Codes 0 (unknown),
+    2 (aligned) and 4 (MNI152) are accepted: MNI atlases are written with all three.
+    """
+    header = image.header
+    code = int(header["sform_code"]) or int(header["qform_code"])
+    if code in _NON_TEMPLATE_XFORMS:
+        raise DataError(
+            f"the atlas's NIfTI header places it in {_NON_TEMPLATE_XFORMS[code]} space "
+            f"(xform code {code}), but ROI targets are extracted from BOLD in "
+            "MNI152NLin2009cAsym.",
+            path=path,
+            fix="Transform the atlas to MNI152 space; if it already is, name the file "
+            "tpl-MNI152NLin2009cAsym_atlas-<label>_... or set its sform code to 4 (MNI152).",
+        )
 
 
 def _read_names_table(tsv: Path) -> pd.DataFrame:

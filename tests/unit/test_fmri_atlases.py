@@ -106,6 +106,24 @@ def test_atlas_in_another_space_is_refused(tmp_path):
         read_bids_atlas(path)
 
 
+@pytest.mark.parametrize("code", [0, 1, 2, 3, 4])
+def test_unnamed_atlas_in_scanner_or_talairach_space_is_refused(tmp_path, code):
+    image = nib.Nifti1Image(_label_image(), np.eye(4))
+    image.set_sform(np.eye(4), code=code)
+    image.set_qform(np.eye(4), code=0)
+    path = tmp_path / "atlas-X_dseg.nii.gz"
+    write_bids_atlas(path, image, ["A", "B"], [3, 7])
+    named = tmp_path / "tpl-MNI152NLin2009cAsym_atlas-Y_dseg.nii.gz"
+    write_bids_atlas(named, image, ["A", "B"], [3, 7])
+    assert read_bids_atlas(named).names == ("A", "B")  # the file name wins
+    if code in (1, 3):
+        with pytest.raises(DataError, match=f"xform code {code}") as info:
+            read_bids_atlas(path)
+        assert "sform code to 4" in str(info.value) and "atlas-X_dseg.nii.gz" in str(info.value)
+    else:
+        assert read_bids_atlas(path).names == ("A", "B")
+
+
 def test_duplicate_roi_names_are_refused(tmp_path):
     path = tmp_path / "atlas-X_dseg.nii.gz"
     write_bids_atlas(path, nib.Nifti1Image(_label_image(), np.eye(4)), ["A", "A"], [3, 7])
