@@ -286,8 +286,9 @@ class NeuroBOLT(nn.Module):
         per-call casts of autocast; LayerNorm and GroupNorm keep float32 parameters
         (their statistics are accumulated in float32 either way), and the STFT is taken
         in float32. The input stays float32 and the output is in ``dtype``. On a CPU
-        with AMX or AVX-512 BF16 this predicts about twice as fast as bfloat16
-        autocast; predictions correlate with float32 ones at r > 0.9999.
+        with AMX or AVX-512 BF16 this predicts about 1.35 times as fast as bfloat16
+        autocast (2.5 times as fast as float32); predictions correlate with float32
+        ones at r > 0.9999 (``docs/benchmarks.md``).
 
         Parameters
         ----------
