@@ -331,7 +331,35 @@ def speed(opts: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------- quality
 
 
-def simulated_runs(n_subjects: int, duration: float, tr: float, seed: int, noise: float):
+def interaction_coupling(truth) -> np.ndarray:
+    """ROI BOLD whose EEG-driven half is a product of two band-power latents.
+
+    The simulator drives each ROI with ``w_r · z`` (band log-power latents ``z``), the
+    ridge baseline's own form. Here the EEG-driven part is replaced by
+    ``sqrt(1/2) w_r·z / sd + sqrt(1/2) z_i z_j / sd`` (``i``, ``j``: the two bands the ROI is
+    most strongly coupled to), convolved with the same HRF and given the same SD per
+    ROI; the ROI's own component and the global signal are kept. A model linear in
+    band log-power can explain only the first half.
+    """
+    from bids_neurobolt.simulate.bold import canonical_hrf
+
+    z, times = truth.latents, truth.latent_times
+    weights = np.asarray(truth.roi_weights)
+    linear = z @ weights.T
+    pairs = np.argsort(-np.abs(weights), axis=1)[:, :2]
+    product = z[:, pairs[:, 0]] * z[:, pairs[:, 1]]
+    drive = np.sqrt(0.5) * linear / linear.std(0) + np.sqrt(0.5) * product / product.std(0)
+    hrf = canonical_hrf(float(times[1] - times[0]))
+    bold = np.column_stack([np.convolve(c, hrf)[: c.size] for c in drive.T])
+    sampled = np.column_stack([np.interp(truth.roi_times, times, c) for c in bold.T])
+    eeg_part = truth.roi_eeg_signals
+    sampled = (sampled - sampled.mean(0)) / sampled.std(0) * eeg_part.std(0)
+    return truth.bold_roi_signals() - eeg_part + sampled
+
+
+def simulated_runs(
+    n_subjects: int, duration: float, tr: float, seed: int, noise: float, coupling: str = "linear"
+):
     """Clean 200 Hz EEG, volume markers and scaled ROI targets of simulated resting runs."""
     from scipy.signal import butter, filtfilt, resample_poly
 
@@ -356,7 +384,7 @@ def simulated_runs(n_subjects: int, duration: float, tr: float, seed: int, noise
         truth = run.truth
         eeg = resample_poly(truth.clean_eeg.astype(np.float64), 1, 5, axis=1)
         markers = np.round(truth.roi_times * 200.0).astype(np.int64)
-        bold = truth.bold_roi_signals()
+        bold = truth.bold_roi_signals() if coupling == "linear" else interaction_coupling(truth)
         bold = bold + noise * bold.std(axis=0) * rng.standard_normal(bold.shape)
         b, a = butter(5, 0.15 / (0.5 / tr))
         bold = filtfilt(b, a, bold, axis=0)
@@ -386,7 +414,9 @@ def quality(opts: argparse.Namespace) -> None:
 
     torch.set_num_threads(opts.threads)
     started = time.perf_counter()
-    runs = simulated_runs(opts.subjects, opts.duration, opts.tr, opts.seed, opts.noise)
+    runs = simulated_runs(
+        opts.subjects, opts.duration, opts.tr, opts.seed, opts.noise, opts.coupling
+    )
     ch_names, roi_names = runs[0][3], list(runs[0][4])
     parts = [make_windows(eeg, m, ch_names=ch_names) for eeg, m, *_ in runs]
     print(
@@ -451,7 +481,8 @@ def quality(opts: argparse.Namespace) -> None:
     )
     n_params = result.model.n_parameters()
     print(
-        f"\nQuality on simulated data: {opts.subjects} subject(s), {len(windows)} windows, "
+        f"\nQuality on simulated data ({opts.coupling} coupling): {opts.subjects} subject(s), "
+        f"{len(windows)} windows, "
         f"split {split.sizes()}, model '{opts.model}' ({n_params:,} parameters), "
         f"{opts.epochs} epochs on {result.device} ({result.precision}), best epoch "
         f"{result.best_epoch}; NeuroBOLT {result.seconds:.0f} s, "
@@ -508,6 +539,13 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=0.3,
         help="quality: BOLD noise SD relative to the ROI signal SD",
+    )
+    parser.add_argument(
+        "--coupling",
+        choices=("linear", "interaction"),
+        default="linear",
+        help="quality: the simulator's EEG->BOLD coupling (linear in band log-power, the "
+        "ridge model's form), or half of it replaced by products of band latents",
     )
     parser.add_argument("--model", choices=("paper", "small", "sloppy"), default="paper")
     parser.add_argument("--seed", type=int, default=0)
