@@ -30,6 +30,7 @@ References
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -182,6 +183,8 @@ class Runtime:
     def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
         """Return the autocast dtype (None for float32)."""
         if self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda"):
+            if device.type == "cpu":
+                _warn_without_native_bf16()
             return torch.bfloat16
         return None
 
@@ -315,6 +318,20 @@ def lr_schedule(
     steps = np.arange(n_cos)
     cosine = min_lr + 0.5 * (lr - min_lr) * (1.0 + np.cos(np.pi * steps / max(n_cos, 1)))
     return np.concatenate([warm, cosine])
+
+
+@functools.cache
+def _warn_without_native_bf16() -> None:
+    """Warn once when bfloat16 is asked for on a CPU that emulates it (slower than float32)."""
+    native = (
+        getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+        or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    )
+    if not native:
+        logger.warning(
+            "--precision bf16: this CPU has neither AMX nor AVX-512 BF16, so bfloat16 is "
+            "emulated and slower than float32; use --precision fp32 (or auto) here."
+        )
 
 
 class _Data:

@@ -208,3 +208,18 @@ def test_bad_inputs_are_data_errors():
         fit(model, x, y_nan, split, runtime=QUIET)
     with pytest.raises(DataError, match="target columns"):
         fit(model, x, y[:, :1], split, runtime=QUIET)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_once(monkeypatch, caplog):
+    from bids_neurobolt.train import loop
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    loop._warn_without_native_bf16.cache_clear()
+    runtime = Runtime(device="cpu", precision="bf16", progress=False)
+    with caplog.at_level("WARNING", logger="bids_neurobolt.train.loop"):
+        assert runtime.autocast_dtype(torch.device("cpu")) == torch.bfloat16
+        runtime.autocast_dtype(torch.device("cpu"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "emulated and slower than float32" in messages[0]
+    loop._warn_without_native_bf16.cache_clear()
