@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from bids_neurobolt import __version__
 from bids_neurobolt.fmri.targets import lowpass_filter
 from bids_neurobolt.simulate import load_ground_truth
 
-from .conftest import atlas_args, run_cli, tree_digest
+from .conftest import atlas_args, run_cli, tree_digest, validator_errors
 
 
 def _sync_table(out: Path, subject: str, session: str | None = None) -> pd.DataFrame:
@@ -182,12 +181,5 @@ def test_input_and_output_pass_the_bids_validator(small_dataset: Path, tmp_path:
     )
     assert result.exit_code == 0, result.output
     for root in (small_dataset, out):
-        completed = subprocess.run(
-            ["bids-validator-deno", "--format", "json", str(root)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        report = json.loads(completed.stdout)
-        errors = [i for i in report["issues"]["issues"] if i["severity"] == "error"]
+        errors = validator_errors(root)
         assert errors == [], f"{root}: {errors}"
