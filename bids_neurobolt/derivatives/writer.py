@@ -261,6 +261,11 @@ def bids_uri(bids_dir: Path, path: Path) -> str:
     return f"bids:raw:{path.resolve().relative_to(bids_dir.resolve()).as_posix()}"
 
 
+def derivative_uri(output_dir: Path, path: Path) -> str:
+    """Return the BIDS URI (``bids::<relative path>``) of a file of this derivative dataset."""
+    return f"bids::{path.relative_to(output_dir).as_posix()}"
+
+
 def _os_error(exc: OSError, path: Path) -> OutputError | IOFailure:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OutputError(

@@ -437,7 +437,7 @@ def _evaluate(
     model_files = save_model(final.model, paths["model"], metadata)
     outputs = [*model_files]
     history = pd.concat([*histories, final.history.assign(fold="all")], ignore_index=True)
-    folds_uri = f"bids::{paths['folds'].relative_to(config.execution.output_dir).as_posix()}"
+    folds_uri = writer.derivative_uri(config.execution.output_dir, paths["folds"])
     for key, table, description in (
         ("metrics", metrics, "Inter-subject test metrics per held-out run and ROI."),
         ("summary", summary, "Inter-subject test Pearson r per ROI across held-out runs."),
@@ -455,7 +455,7 @@ def _evaluate(
         if config.inputs.group_split
         else f"{len(splits)}-fold across subjects"
     )
-    model_uri = f"bids::{model_files[0].relative_to(config.execution.output_dir).as_posix()}"
+    model_uri = writer.derivative_uri(config.execution.output_dir, model_files[0])
     outputs.append(
         writer.write_json(
             paths["folds"],

@@ -417,11 +417,11 @@ def _train(ctx: RunContext, data: RunData) -> StageResult:
     stem = naming.model_stem(ctx.output_dir, ctx.spec.entities, atlas)
     stem.parent.mkdir(parents=True, exist_ok=True)
     model_files = save_model(fit.model, stem, metadata)
-    history = writer.write_tsv(naming.history_path(stem), fit.history, "%.6g")
+    history = writer.write_tsv(naming.history_path(stem), fit.history, FLOAT_FORMAT)
     history_meta = naming.table_sidecar(
         fit.history.columns,
         Description="NeuroBOLT training history, one row per epoch.",
-        Sources=[f"bids::{model_files[0].relative_to(ctx.output_dir).as_posix()}"],
+        Sources=[writer.derivative_uri(ctx.output_dir, model_files[0])],
         **ctx.provenance("model"),
     )
     history_json = writer.write_json(naming.sidecar_path(history), history_meta)
@@ -431,7 +431,7 @@ def _train(ctx: RunContext, data: RunData) -> StageResult:
     )
     _training_figures(ctx, data, fit, metrics, predictions, baseline_table, windows.volumes, sets)
     extra = {
-        "Model": f"bids::{model_files[0].relative_to(ctx.output_dir).as_posix()}",
+        "Model": writer.derivative_uri(ctx.output_dir, model_files[0]),
         "Split": {
             name: _volume_ranges(windows.volumes[split[name]]) for name in ("train", "val", "test")
         },
@@ -570,7 +570,7 @@ def _write(
         sidecar_meta = naming.table_sidecar(
             metrics.columns,
             Description="Prediction quality of NeuroBOLT and the ridge baseline per ROI and set.",
-            Sources=[f"bids::{tsv.relative_to(ctx.output_dir).as_posix()}"],
+            Sources=[writer.derivative_uri(ctx.output_dir, tsv)],
             **ctx.provenance("model"),
         )
         written.append(writer.write_json(naming.sidecar_path(path), sidecar_meta))
@@ -588,14 +588,14 @@ def _write(
                     "Units": "percent signal change of the ROI's mean BOLD",
                     "Formula": "100 * (value * Scale + Center) * BoldStd / BoldMean, per column, "
                     "from the desc-neurobolt value and TargetScaling",
-                    "Sources": [f"bids::{tsv.relative_to(ctx.output_dir).as_posix()}"],
+                    "Sources": [writer.derivative_uri(ctx.output_dir, tsv)],
                     **ctx.provenance("model"),
                 },
             )
         )
-    sources = [f"bids::{data.clean_vhdr.relative_to(ctx.output_dir).as_posix()}"]
+    sources = [writer.derivative_uri(ctx.output_dir, data.clean_vhdr)]
     if data.targets_path is not None:
-        sources.append(f"bids::{data.targets_path.relative_to(ctx.output_dir).as_posix()}")
+        sources.append(writer.derivative_uri(ctx.output_dir, data.targets_path))
     meta = {
         "Description": naming.DESCRIPTIONS["neurobolt"],
         "SamplingFrequency": round(1.0 / tr, 9) if tr else None,
