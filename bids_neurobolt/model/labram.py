@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bids_neurobolt.errors import ConfigError
+from bids_neurobolt.model import fused
 from bids_neurobolt.model.fused import linear_gelu
 
 #: LaBraM's list of electrode names: channel ``name`` uses row ``1 + index`` of the
@@ -197,14 +198,63 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         #: Pad the head size to a multiple of 8 before attention (None: only on CUDA).
         self.pad_heads: bool | None = None
+        #: Whether :meth:`fold_qk_norm` rewrote the layer for inference.
+        self.qk_folded = False
+
+    def fold_qk_norm(self) -> None:
+        """Rewrite the query and key LayerNorms as matrix products, for inference.
+
+        A LayerNorm over 20-feature heads runs as many tiny reductions, which on the CPU
+        cost more than the projection that makes the queries and keys. Centring is
+        linear, so it moves into the projection's weights (``W_h <- (I - 1/d) W_h`` for
+        each head); the variance of each head is then a product of the squared features
+        with a block matrix, and the scale ``rsqrt(var + eps) * weight`` is spread back
+        onto the features by another one, applied with the bias in a single
+        ``addcmul``. The result equals the LayerNorm up to rounding. The layer is
+        changed in place and must not be trained afterwards.
+        """
+        if self.qk_folded:
+            return
+        heads, d = self.heads, self.head_dim
+        dim = heads * d
+        with torch.no_grad():
+            centring = torch.eye(d) - 1.0 / d
+            weight = self.qkv.weight.detach().float()
+            qk = weight[: 2 * dim].view(2 * heads, d, -1)
+            weight[: 2 * dim] = (centring @ qk).reshape(2 * dim, -1)
+            self.qkv.weight.copy_(weight.to(self.qkv.weight.dtype))
+        groups = torch.arange(2 * dim) // d  # head of each query/key feature
+        one_hot = (groups[:, None] == torch.arange(2 * heads)).float()
+        norms = (self.q_norm, self.k_norm)
+        scales = torch.cat([norm.weight.detach().float().repeat(heads) for norm in norms])
+        shifts = torch.cat([norm.bias.detach().float().repeat(heads) for norm in norms])
+        dtype = self.qkv.weight.dtype
+        self.register_buffer("qk_mean_of_squares", (one_hot / d).to(dtype), persistent=False)
+        self.register_buffer("qk_spread", (one_hot.T * scales).to(dtype), persistent=False)
+        self.register_buffer("qk_shift", shifts.to(dtype), persistent=False)
+        self.qk_folded = True
+
+    def _folded_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch, n_tokens, dim = x.shape
+        qkv = self.qkv(x)
+        qk = qkv[..., : 2 * dim]
+        var = (qk * qk) @ self.qk_mean_of_squares
+        scale = torch.rsqrt(var.float() + self.q_norm.eps).to(qk.dtype) @ self.qk_spread
+        qk = torch.addcmul(self.qk_shift, qk, scale)
+        q, k = qk.view(batch, n_tokens, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        v = qkv[..., 2 * dim :].view(batch, n_tokens, self.heads, self.head_dim).transpose(1, 2)
+        return q, k, v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Attend over the tokens of ``x`` ``(batch, n_tokens, dim)``."""
         batch, n_tokens, dim = x.shape
-        qkv = self.qkv(x).view(batch, n_tokens, 3, self.heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        q = self.q_norm(q).to(v.dtype)
-        k = self.k_norm(k).to(v.dtype)
+        if self.qk_folded:
+            q, k, v = self._folded_qkv(x)
+        else:
+            qkv = self.qkv(x).view(batch, n_tokens, 3, self.heads, self.head_dim)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+            q = self.q_norm(q).to(v.dtype)
+            k = self.k_norm(k).to(v.dtype)
         pad = (-self.head_dim) % 8
         use_pad = x.is_cuda if self.pad_heads is None else self.pad_heads
         if pad and use_pad:
@@ -214,7 +264,7 @@ class Attention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(1, 2).reshape(batch, n_tokens, dim)
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(fused.linear(self.proj, out))
 
 
 class Mlp(nn.Module):
@@ -228,7 +278,7 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the feed-forward network token-wise."""
-        return self.drop(self.fc2(linear_gelu(self.fc1, x)))
+        return self.drop(fused.linear(self.fc2, linear_gelu(self.fc1, x)))
 
 
 class Block(nn.Module):

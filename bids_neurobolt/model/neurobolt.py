@@ -30,7 +30,12 @@ import torch
 from torch import nn
 
 from bids_neurobolt.errors import ConfigError, DataError
-from bids_neurobolt.model.labram import LaBraMEncoder, conv_output_width, init_linear_and_norm
+from bids_neurobolt.model.labram import (
+    Attention,
+    LaBraMEncoder,
+    conv_output_width,
+    init_linear_and_norm,
+)
 from bids_neurobolt.model.spectral import MultiScaleSpectral
 
 
@@ -300,7 +305,11 @@ class NeuroBOLT(nn.Module):
         NeuroBOLT
             A copy in evaluation mode; this model is left unchanged.
         """
-        clone = copy.deepcopy(self).eval().to(dtype)
+        clone = copy.deepcopy(self).eval()
+        for module in clone.modules():
+            if isinstance(module, Attention):
+                module.fold_qk_norm()
+        clone.to(dtype)
         for module in clone.modules():
             if isinstance(module, nn.LayerNorm | nn.GroupNorm):
                 module.float()

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from bids_neurobolt.errors import ConfigError
+from bids_neurobolt.model import fused
 from bids_neurobolt.model.fused import linear_gelu
 
 
@@ -156,7 +157,7 @@ class LinearAttention(nn.Module):
         k = torch.softmax(k, dim=1, dtype=torch.float32)
         context = torch.einsum("bnhd,bnhe->bhde", k.to(v.dtype), v)
         out = torch.einsum("bnhd,bhde->bnhe", q.to(v.dtype), context)
-        return self.dropout(self.to_out(out.reshape(batch, n_tokens, dim)))
+        return self.dropout(fused.linear(self.to_out, out.reshape(batch, n_tokens, dim)))
 
 
 class FeedForward(nn.Module):
@@ -169,7 +170,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the network token-wise."""
-        return self.fc2(linear_gelu(self.fc1, x))
+        return fused.linear(self.fc2, linear_gelu(self.fc1, x))
 
 
 class LinearAttentionLayer(nn.Module):

@@ -1,11 +1,12 @@
-"""Fused linear + GELU: same values as the two eager operations, autograd kept."""
+"""Fused linear layers: same values as the eager operations, autograd kept."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from bids_neurobolt.model.fused import fused_available, linear_gelu
+from bids_neurobolt.model.fused import fused_available, linear, linear_gelu
 
 
 def test_fused_linear_gelu_equals_eager_in_float32():
@@ -41,3 +42,17 @@ def test_with_gradients_the_autograd_path_is_taken():
         assert fused_available(x) == (
             torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
         )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_fused_linear_with_bias_equals_the_layer(dtype):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(24, 16).to(dtype)
+    x = torch.randn(5, 7, 24).to(dtype)
+    with torch.inference_mode():
+        ours, expected = linear(layer, x), layer(x)
+    assert ours.dtype == dtype and ours.shape == (5, 7, 16)
+    torch.testing.assert_close(ours, expected, atol=0, rtol=0)
+    x.requires_grad_(True)
+    linear(layer, x).sum().backward()  # with gradients: the layer itself
+    assert x.grad is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -104,6 +106,24 @@ def test_padded_head_attention_equals_plain():
     attn.pad_heads = True
     padded = attn(x)
     torch.testing.assert_close(padded, plain, atol=1e-6, rtol=1e-5)
+
+
+def test_folded_query_key_norms_equal_the_layernorms():
+    torch.manual_seed(0)
+    attn = Attention(dim=40, heads=2).eval()
+    with torch.no_grad():  # non-trivial norms, as in pretrained LaBraM weights
+        for norm in (attn.q_norm, attn.k_norm):
+            norm.weight.uniform_(0.5, 2.0)
+            norm.bias.normal_(0.0, 0.3)
+        attn.qkv.weight.add_(0.5)  # queries and keys with a large mean
+    x = torch.randn(3, 11, 40)
+    plain = attn(x)
+    folded = copy.deepcopy(attn)
+    folded.fold_qk_norm()
+    folded.fold_qk_norm()  # idempotent
+    assert folded.qk_folded and not attn.qk_folded
+    torch.testing.assert_close(folded(x), plain, atol=1e-5, rtol=1e-4)
+    assert set(folded.state_dict()) == set(attn.state_dict())  # only non-persistent buffers
 
 
 def test_layer_ids_for_layerwise_decay():

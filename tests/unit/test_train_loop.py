@@ -196,6 +196,23 @@ def test_bf16_prediction_on_cpu_uses_a_bfloat16_copy_and_leaves_the_model_alone(
     np.testing.assert_array_equal(predict(model, x, runtime=QUIET), fp32)  # fp32 still exact
 
 
+def test_cpu_prediction_in_worker_threads_equals_one_thread_and_restores_threads():
+    x, _ = toy_problem(11)
+    model = NeuroBOLT(CHANNELS, 2, config=TINY, seed=0)
+    runtime = Runtime(device="cpu", progress=False, eval_batch_size=3)  # 4 batches
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = predict(model, x, runtime=runtime)
+        torch.set_num_threads(3)
+        workers = predict(model, x, runtime=runtime)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(workers, single)
+    assert workers.shape == (11, 2)
+
+
 def test_bad_inputs_are_data_errors():
     x, y = toy_problem(10)
     model = NeuroBOLT(CHANNELS, 2, config=TINY, seed=0)
