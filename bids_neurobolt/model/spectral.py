@@ -145,19 +145,38 @@ class LinearAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.to_out = nn.Linear(dim, dim)
         self.dropout = nn.Dropout(dropout)
+        heads_of = torch.arange(dim) // self.head_dim
+        same_head = (heads_of[:, None] == heads_of[None, :]).float()
+        self.register_buffer("same_head", same_head, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Attend over ``x`` ``(batch, n_tokens, dim)``."""
         batch, n_tokens, dim = x.shape
         # Token-major (batch, token, head, feature) throughout: both softmaxes then run
-        # over memory that is contiguous in the head features, and they are computed in
-        # float32, which on CPU is also several times faster than bfloat16 here.
+        # over memory that is contiguous in the head features. The one over 25 features
+        # is computed in float32, which on CPU is several times faster than bfloat16.
         q, k, v = self.qkv(x).view(batch, n_tokens, 3, self.heads, self.head_dim).unbind(2)
-        q = torch.softmax(q, dim=-1, dtype=torch.float32) * self.head_dim**-0.5
-        k = torch.softmax(k, dim=1, dtype=torch.float32)
-        context = torch.einsum("bnhd,bnhe->bhde", k.to(v.dtype), v)
-        out = torch.einsum("bnhd,bhde->bnhe", q.to(v.dtype), context)
+        q = torch.softmax(q, dim=-1, dtype=torch.float32)
+        if x.dtype == torch.bfloat16 and not torch.is_grad_enabled():
+            out = self._attend_all_heads(q.to(v.dtype), torch.softmax(k, dim=1), v)
+        else:
+            k = torch.softmax(k, dim=1, dtype=torch.float32)
+            context = torch.einsum("bnhd,bnhe->bhde", k.to(v.dtype), v)
+            out = torch.einsum("bnhd,bhde->bnhe", (q * self.head_dim**-0.5).to(v.dtype), context)
         return self.dropout(fused.linear(self.to_out, out.reshape(batch, n_tokens, dim)))
+
+    def _attend_all_heads(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``q (kᵀ v)`` of every head as two matrix products over all features (inference).
+
+        The per-head products need the heads moved ahead of the tokens, i.e. copies of
+        ``k`` and ``v``; one product of all features, masked to its block diagonal,
+        needs none and, in bfloat16 on the CPU, makes the layer about 25% faster despite
+        ``heads`` times more arithmetic.
+        """
+        batch, n_tokens, heads, head_dim = q.shape
+        k, v, q = (t.reshape(batch, n_tokens, heads * head_dim) for t in (k, v, q))
+        context = (k.transpose(1, 2) @ v).mul_(self.same_head).mul_(head_dim**-0.5)
+        return q @ context
 
 
 class FeedForward(nn.Module):

@@ -91,6 +91,21 @@ def test_linear_attention_matches_numpy():
     np.testing.assert_allclose(ours, out, rtol=1e-5, atol=1e-6)
 
 
+def test_bfloat16_inference_attends_all_heads_at_once_like_the_per_head_path():
+    torch.manual_seed(0)
+    attn = LinearAttention(40, 4).eval().to(torch.bfloat16)
+    with torch.no_grad():
+        attn.qkv.weight.mul_(4.0)  # peaked softmaxes
+    x = torch.randn(3, 50, 40).to(torch.bfloat16)
+    with torch.no_grad():
+        fast = attn(x).float()  # block-diagonal product of all heads
+        reference = attn.float()(x.float())
+    per_head = attn.to(torch.bfloat16)(x).float().detach()  # with gradients: per head
+    scale = float(reference.abs().max())
+    assert float((fast - reference).abs().max()) < 0.03 * scale
+    assert float((fast - per_head).abs().max()) < 0.02 * scale
+
+
 def test_branch_output_shape_and_channel_independence_of_batching():
     torch.manual_seed(0)
     branch = MultiScaleSpectral(4, 3200, dim=16, depth=1, heads=2).eval()
