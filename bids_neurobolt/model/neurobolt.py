@@ -290,10 +290,12 @@ class NeuroBOLT(nn.Module):
         Matrix products, convolutions and embeddings then run in ``dtype`` without the
         per-call casts of autocast; LayerNorm and GroupNorm keep float32 parameters
         (their statistics are accumulated in float32 either way), and the STFT is taken
-        in float32. The input stays float32 and the output is in ``dtype``. On a CPU
-        with AMX or AVX-512 BF16 this predicts about 1.35 times as fast as bfloat16
-        autocast (2.5 times as fast as float32); predictions correlate with float32
-        ones at r > 0.9999 (``docs/benchmarks.md``).
+        in float32. The query/key LayerNorms of the attention are folded into matrix
+        products (:meth:`~bids_neurobolt.model.labram.Attention.fold_qk_norm`). The
+        input stays float32 and the output is in ``dtype``. On a CPU with AMX or
+        AVX-512 BF16, :func:`~bids_neurobolt.train.predict` with this copy runs 2.6-2.7
+        times as fast as a float32 loop; predictions correlate with float32 ones at
+        r > 0.9999 (``docs/benchmarks.md``).
 
         Parameters
         ----------
