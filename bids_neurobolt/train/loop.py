@@ -491,8 +491,8 @@ def _predict_on_cpu_workers(
     attention over 20-feature heads, LayerNorm over 20-feature rows, linear layers with
     a bias); several batches at a time, each on one thread, keep every core busy. On two
     cores this predicts 10-15% faster than one batch on two threads
-    (``benchmarks/bench_model.py speed``). A batch computed on one thread does not
-    depend on the thread count, so the result is repeatable.
+    (``docs/benchmarks.md``). With up to :data:`_MAX_CPU_WORKERS` threads every batch
+    runs on one thread, so the predictions do not depend on the thread count.
 
     PyTorch gives each new thread the thread count set when it first runs an operator,
     so workers started after ``torch.set_num_threads(per_worker)`` keep it; the caller's
