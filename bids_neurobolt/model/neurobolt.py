@@ -293,7 +293,7 @@ class NeuroBOLT(nn.Module):
         in float32. The query/key LayerNorms of the attention are folded into matrix
         products (:meth:`~bids_neurobolt.model.labram.Attention.fold_qk_norm`). The
         input stays float32 and the output is in ``dtype``. On a CPU with AMX or
-        AVX-512 BF16, :func:`~bids_neurobolt.train.predict` with this copy runs 2.6-2.7
+        AVX-512 BF16, :func:`~bids_neurobolt.train.predict` with this copy runs 2.6-2.8
         times as fast as a float32 loop; predictions correlate with float32 ones at
         r > 0.9999 (``docs/benchmarks.md``).
 
