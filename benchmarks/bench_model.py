@@ -287,56 +287,31 @@ def speed(opts: argparse.Namespace) -> None:
         f"{' + torch.compile' if opts.compile else ''}"
     )
     mem = "peak_gpu_mb" if on_gpu else "peak_rss_mb"
-    training_rows = []
+    memory = f"peak {'GPU' if on_gpu else 'RSS'} MB"
+
+    def row(label: str, stage: str, key: str, higher_better: bool = False) -> tuple:
+        return label, ours[stage][key], peer[stage][key], higher_better
+
+    rows = []
     if not opts.skip_training:
-        training_rows = [
-            (
-                f"training, windows/s (batch {opts.batch})",
-                ours["train"]["windows_per_s"],
-                peer["train"]["windows_per_s"],
-                True,
-            ),
-            (
-                f"training, peak {'GPU' if on_gpu else 'RSS'} MB",
-                ours["train"][mem],
-                peer["train"][mem],
-                False,
-            ),
+        paper = PAPER_INTER_WINDOWS * PAPER_EPOCHS
+        rows += [
+            row(f"training, windows/s (batch {opts.batch})", "train", "windows_per_s", True),
+            row(f"training, {memory}", "train", mem),
             (
                 f"{PAPER_INTER_WINDOWS} windows x {PAPER_EPOCHS} epochs, projected min",
-                PAPER_INTER_WINDOWS * PAPER_EPOCHS / ours["train"]["windows_per_s"] / 60,
-                PAPER_INTER_WINDOWS * PAPER_EPOCHS / peer["train"]["windows_per_s"] / 60,
+                paper / ours["train"]["windows_per_s"] / 60,
+                paper / peer["train"]["windows_per_s"] / 60,
                 False,
             ),
         ]
-    rows = [
-        (
-            f"predict {opts.windows} windows, process CPU s",
-            ours["infer"]["cpu_seconds"],
-            peer["infer"]["cpu_seconds"],
-            False,
-        ),
-        (
-            f"predict {opts.windows} windows, s",
-            ours["infer"]["run_seconds"],
-            peer["infer"]["run_seconds"],
-            False,
-        ),
-        (
-            "predict, windows/s",
-            ours["infer"]["windows_per_s"],
-            peer["infer"]["windows_per_s"],
-            True,
-        ),
-        ("latency, batch 1, ms", ours["infer"]["latency_ms"], peer["infer"]["latency_ms"], False),
-        (
-            f"predict, peak {'GPU' if on_gpu else 'RSS'} MB",
-            ours["infer"][mem],
-            peer["infer"][mem],
-            False,
-        ),
+    rows += [
+        row(f"predict {opts.windows} windows, process CPU s", "infer", "cpu_seconds"),
+        row(f"predict {opts.windows} windows, s", "infer", "run_seconds"),
+        row("predict, windows/s", "infer", "windows_per_s", True),
+        row("latency, batch 1, ms", "infer", "latency_ms"),
+        row(f"predict, {memory}", "infer", mem),
     ]
-    rows = training_rows + rows
     print(f"{'measure':<44} {'ours':>12} {'fp32 eager':>12} {'speed-up':>9}")
     for label, o, p, higher_better in rows:
         ratio = o / p if higher_better else p / o
