@@ -247,6 +247,10 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Attend over the tokens of ``x`` ``(batch, n_tokens, dim)``."""
+        return self.proj_drop(fused.linear(self.proj, self.attend(x)))
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the heads' outputs side by side, before the output projection."""
         batch, n_tokens, dim = x.shape
         if self.qk_folded:
             q, k, v = self._folded_qkv(x)
@@ -263,8 +267,7 @@ class Attention(nn.Module):
             out = out[..., : self.head_dim]
         else:
             out = F.scaled_dot_product_attention(q, k, v)
-        out = out.transpose(1, 2).reshape(batch, n_tokens, dim)
-        return self.proj_drop(fused.linear(self.proj, out))
+        return out.transpose(1, 2).reshape(batch, n_tokens, dim)
 
 
 class Mlp(nn.Module):
@@ -320,9 +323,32 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         self.gamma_1 = nn.Parameter(torch.full((dim,), float(layer_scale)))
         self.gamma_2 = nn.Parameter(torch.full((dim,), float(layer_scale)))
+        #: Whether :meth:`fold_layer_scale` rewrote the block for inference.
+        self.layer_scale_folded = False
+
+    def fold_layer_scale(self) -> None:
+        """Move the LayerScale factors into the layers before them, for inference.
+
+        ``gamma * (W h + b)`` equals ``(gamma W) h + gamma b``, so the factors scale the
+        rows of the attention's output projection and of the second feed-forward layer.
+        The folded block then adds each branch to the residual stream inside that
+        layer's product (:func:`~bids_neurobolt.model.fused.linear`), saving two passes
+        over the stream per branch. Dropout and stochastic depth are skipped: the block
+        is changed in place and must not be trained afterwards.
+        """
+        if self.layer_scale_folded:
+            return
+        with torch.no_grad():
+            for gamma, layer in ((self.gamma_1, self.attn.proj), (self.gamma_2, self.mlp.fc2)):
+                layer.weight.mul_(gamma[:, None].to(layer.weight.dtype))
+                layer.bias.mul_(gamma.to(layer.bias.dtype))
+        self.layer_scale_folded = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply attention then the feed-forward network, each as a scaled residual."""
+        if self.layer_scale_folded:
+            x = fused.linear(self.attn.proj, self.attn.attend(self.norm1(x)), residual=x)
+            return fused.linear(self.mlp.fc2, linear_gelu(self.mlp.fc1, self.norm2(x)), residual=x)
         x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x)))
         return x + self.drop_path(self.gamma_2 * self.mlp(self.norm2(x)))
 

@@ -32,6 +32,7 @@ from torch import nn
 from bids_neurobolt.errors import ConfigError, DataError
 from bids_neurobolt.model.labram import (
     Attention,
+    Block,
     LaBraMEncoder,
     conv_output_width,
     init_linear_and_norm,
@@ -311,6 +312,8 @@ class NeuroBOLT(nn.Module):
         for module in clone.modules():
             if isinstance(module, Attention):
                 module.fold_qk_norm()
+            if isinstance(module, Block):
+                module.fold_layer_scale()
         clone.to(dtype)
         for module in clone.modules():
             if isinstance(module, nn.LayerNorm | nn.GroupNorm):

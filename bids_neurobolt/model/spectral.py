@@ -151,6 +151,10 @@ class LinearAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Attend over ``x`` ``(batch, n_tokens, dim)``."""
+        return self.dropout(fused.linear(self.to_out, self.attend(x)))
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the heads' outputs side by side, before the output projection."""
         batch, n_tokens, dim = x.shape
         # Token-major (batch, token, head, feature) throughout: both softmaxes then run
         # over memory that is contiguous in the head features. The one over 25 features
@@ -163,7 +167,7 @@ class LinearAttention(nn.Module):
             k = torch.softmax(k, dim=1, dtype=torch.float32)
             context = torch.einsum("bnhd,bnhe->bhde", k.to(v.dtype), v)
             out = torch.einsum("bnhd,bhde->bnhe", (q * self.head_dim**-0.5).to(v.dtype), context)
-        return self.dropout(fused.linear(self.to_out, out.reshape(batch, n_tokens, dim)))
+        return out.reshape(batch, n_tokens, dim)
 
     def _attend_all_heads(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``q (kᵀ v)`` of every head as two matrix products over all features (inference).
@@ -203,9 +207,16 @@ class LinearAttentionLayer(nn.Module):
         self.ff = FeedForward(dim, ff_mult * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the layer."""
-        x = x + self.attn(self.norm1(x))
-        return x + self.ff(self.norm2(x))
+        """Apply the layer.
+
+        Without dropout (evaluation), each branch is added to ``x`` inside its last
+        product (:func:`~bids_neurobolt.model.fused.linear`).
+        """
+        if self.training:
+            x = x + self.attn(self.norm1(x))
+            return x + self.ff(self.norm2(x))
+        x = fused.linear(self.attn.to_out, self.attn.attend(self.norm1(x)), residual=x)
+        return fused.linear(self.ff.fc2, linear_gelu(self.ff.fc1, self.norm2(x)), residual=x)
 
 
 class MultiScaleSpectral(nn.Module):

@@ -56,3 +56,17 @@ def test_fused_linear_with_bias_equals_the_layer(dtype):
     x.requires_grad_(True)
     linear(layer, x).sum().backward()  # with gradients: the layer itself
     assert x.grad is not None
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_linear_adds_the_residual_inside_the_product(bias):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(24, 16, bias=bias)
+    x, residual = torch.randn(5, 7, 24), 3.0 * torch.randn(5, 7, 16)
+    with torch.inference_mode():
+        expected = residual + layer(x)  # float32: the ordinary path, exactly
+        torch.testing.assert_close(linear(layer, x, residual), expected, atol=0, rtol=0)
+        ours = linear(layer.bfloat16(), x.bfloat16(), residual.bfloat16()).float()
+    # bfloat16: rounded once, against the float32 sum within two bf16 steps of its size
+    assert float((ours - expected).abs().max()) < 2 * 2**-8 * float(expected.abs().max())
+    assert float((ours - expected).abs().max()) > 0  # it did run in bfloat16

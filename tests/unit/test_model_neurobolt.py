@@ -9,7 +9,7 @@ import torch
 
 from bids_neurobolt.errors import ConfigError, DataError
 from bids_neurobolt.model import STANDARD_1020, NeuroBOLT, NeuroBOLTConfig, channel_positions
-from bids_neurobolt.model.labram import Attention
+from bids_neurobolt.model.labram import Attention, Block
 
 #: The paper's 26 channels, in the released files' order.
 PAPER_CHANNELS = ["FP1", "FP2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "F7", "F8",
@@ -126,6 +126,26 @@ def test_folded_query_key_norms_equal_the_layernorms():
     assert set(folded.state_dict()) == set(attn.state_dict())  # only non-persistent buffers
 
 
+def test_folded_layer_scale_equals_the_scaled_residuals():
+    torch.manual_seed(0)
+    block = Block(dim=40, heads=2, drop=0.1, drop_path=0.1).eval()
+    with torch.no_grad():  # per-feature factors, as after training
+        block.gamma_1.uniform_(0.05, 0.5)
+        block.gamma_2.uniform_(-0.5, 0.5)
+    folded = copy.deepcopy(block)
+    folded.fold_layer_scale()
+    folded.fold_layer_scale()  # idempotent
+    assert folded.layer_scale_folded and not block.layer_scale_folded
+    unscaled = copy.deepcopy(block)
+    x = torch.randn(3, 11, 40)
+    with torch.no_grad():
+        plain = block(x)
+        torch.testing.assert_close(folded(x), plain, atol=1e-5, rtol=1e-4)
+        unscaled.gamma_1.fill_(1.0)
+        unscaled.gamma_2.fill_(1.0)
+        assert float((unscaled(x) - plain).abs().max()) > 1e-2  # the factors matter here
+
+
 def test_layer_ids_for_layerwise_decay():
     model = NeuroBOLT(["Cz"], config=TINY, seed=0)
     depth = TINY.depth
@@ -158,6 +178,7 @@ def test_low_precision_copy_keeps_norms_float32_and_predicts_like_float32():
     model = NeuroBOLT(PAPER_CHANNELS[:6], 3, config=TINY, seed=0).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fast = model.low_precision_copy(torch.bfloat16)
+    assert all(block.layer_scale_folded and block.attn.qk_folded for block in fast.labram.blocks)
     for name, module in fast.named_modules():
         if isinstance(module, torch.nn.LayerNorm | torch.nn.GroupNorm):
             assert module.weight.dtype == torch.float32, name

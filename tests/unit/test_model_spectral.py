@@ -7,6 +7,7 @@ import torch
 
 from bids_neurobolt.model.spectral import (
     LinearAttention,
+    LinearAttentionLayer,
     MultiScaleSpectral,
     dft_magnitude,
     sinusoidal_positions,
@@ -104,6 +105,19 @@ def test_bfloat16_inference_attends_all_heads_at_once_like_the_per_head_path():
     scale = float(reference.abs().max())
     assert float((fast - reference).abs().max()) < 0.03 * scale
     assert float((fast - per_head).abs().max()) < 0.02 * scale
+
+
+def test_layer_adds_residuals_inside_the_products_in_evaluation():
+    torch.manual_seed(0)
+    layer = LinearAttentionLayer(40, 4, dropout=0.0)
+    x = torch.randn(3, 50, 40)
+    with torch.no_grad():
+        training = layer.train()(x)
+        evaluation = layer.eval()(x)  # float32: the same sums, exactly
+        torch.testing.assert_close(evaluation, training, atol=0, rtol=0)
+        layer.bfloat16()
+        fused = layer(x.bfloat16()).float()  # residuals inside the bf16 products
+    assert float((fused - training).abs().max()) < 0.05 * float(training.abs().max())
 
 
 def test_branch_output_shape_and_channel_independence_of_batching():
