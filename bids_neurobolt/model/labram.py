@@ -236,13 +236,14 @@ class Attention(nn.Module):
 
     def _folded_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch, n_tokens, dim = x.shape
-        qkv = self.qkv(x)
-        qk = qkv[..., : 2 * dim]
+        # two products, so that the normalisation below runs over contiguous memory
+        qk = F.linear(x, self.qkv.weight[: 2 * dim])
+        v = F.linear(x, self.qkv.weight[2 * dim :])
         var = (qk * qk) @ self.qk_mean_of_squares
         scale = torch.rsqrt(var.float() + self.q_norm.eps).to(qk.dtype) @ self.qk_spread
         qk = torch.addcmul(self.qk_shift, qk, scale)
         q, k = qk.view(batch, n_tokens, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        v = qkv[..., 2 * dim :].view(batch, n_tokens, self.heads, self.head_dim).transpose(1, 2)
+        v = v.view(batch, n_tokens, self.heads, self.head_dim).transpose(1, 2)
         return q, k, v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
