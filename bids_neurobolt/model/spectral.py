@@ -28,6 +28,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bids_neurobolt.errors import ConfigError
@@ -155,32 +156,36 @@ class LinearAttention(nn.Module):
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
         """Return the heads' outputs side by side, before the output projection."""
+        if x.dtype == torch.bfloat16 and not torch.is_grad_enabled():
+            return self._attend_all_heads(x)
         batch, n_tokens, dim = x.shape
         # Token-major (batch, token, head, feature) throughout: both softmaxes then run
         # over memory that is contiguous in the head features. The one over 25 features
         # is computed in float32, which on CPU is several times faster than bfloat16.
         q, k, v = self.qkv(x).view(batch, n_tokens, 3, self.heads, self.head_dim).unbind(2)
         q = torch.softmax(q, dim=-1, dtype=torch.float32)
-        if x.dtype == torch.bfloat16 and not torch.is_grad_enabled():
-            out = self._attend_all_heads(q.to(v.dtype), torch.softmax(k, dim=1), v)
-        else:
-            k = torch.softmax(k, dim=1, dtype=torch.float32)
-            context = torch.einsum("bnhd,bnhe->bhde", k.to(v.dtype), v)
-            out = torch.einsum("bnhd,bhde->bnhe", (q * self.head_dim**-0.5).to(v.dtype), context)
+        k = torch.softmax(k, dim=1, dtype=torch.float32)
+        context = torch.einsum("bnhd,bnhe->bhde", k.to(v.dtype), v)
+        out = torch.einsum("bnhd,bhde->bnhe", (q * self.head_dim**-0.5).to(v.dtype), context)
         return out.reshape(batch, n_tokens, dim)
 
-    def _attend_all_heads(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``q (kᵀ v)`` of every head as two matrix products over all features (inference).
+    def _attend_all_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``q (kᵀ v)`` of every head as matrix products over all features (bf16 inference).
 
         The per-head products need the heads moved ahead of the tokens, i.e. copies of
         ``k`` and ``v``; one product of all features, masked to its block diagonal,
         needs none and, in bfloat16 on the CPU, makes the layer about 25% faster despite
-        ``heads`` times more arithmetic.
+        ``heads`` times more arithmetic. Queries, keys and values come from three
+        products rather than one, so that each is contiguous: the softmaxes and the
+        products then need no copies (another 13%).
         """
-        batch, n_tokens, heads, head_dim = q.shape
-        k, v, q = (t.reshape(batch, n_tokens, heads * head_dim) for t in (k, v, q))
-        context = (k.transpose(1, 2) @ v).mul_(self.same_head).mul_(head_dim**-0.5)
-        return q @ context
+        batch, n_tokens, dim = x.shape
+        wq, wk, wv = self.qkv.weight.chunk(3)
+        q = F.linear(x, wq).view(batch, n_tokens, self.heads, self.head_dim)
+        q = torch.softmax(q, dim=-1, dtype=torch.float32).to(x.dtype).view(batch, n_tokens, dim)
+        k = torch.softmax(F.linear(x, wk), dim=1)
+        context = (k.transpose(1, 2) @ F.linear(x, wv)).mul_(self.same_head)
+        return q @ context.mul_(self.head_dim**-0.5)
 
 
 class FeedForward(nn.Module):
