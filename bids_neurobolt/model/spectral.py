@@ -85,7 +85,12 @@ def stft_magnitude(x: torch.Tensor, n_fft: int) -> torch.Tensor:
         onesided=True,
         return_complex=True,
     )
-    return torch.hypot(spec.real, spec.imag).transpose(1, 2)  # = abs(), about 25% faster
+    if spec.requires_grad:
+        return torch.hypot(spec.real, spec.imag).transpose(1, 2)
+    # = abs(), about 25% faster; written frame-major, the layout the projections take
+    n_signals, n_freqs, n_frames = spec.shape
+    out = torch.empty(n_signals, n_frames, n_freqs, dtype=x.dtype, device=x.device)
+    return torch.hypot(spec.real.mT, spec.imag.mT, out=out)
 
 
 def dft_magnitude(x: torch.Tensor, n_fft: int) -> torch.Tensor:
@@ -311,14 +316,19 @@ class MultiScaleSpectral(nn.Module):
         batch, n_ch, n_times = x.shape
         flat = x.reshape(batch * n_ch, n_times).float()
         dtype = self.channel_tokens.weight.dtype  # float32, or a bfloat16 inference copy
-        summed = sum(
-            time_proj(freq_proj(self.spectrogram(flat, n_fft).to(dtype)).transpose(1, 2))
-            for n_fft, freq_proj, time_proj in zip(
-                self.fft_sizes, self.freq_proj, self.time_proj, strict=True
-            )
-        )
-        emb = summed.transpose(1, 2).reshape(batch, n_ch, self.n_steps, -1)
-        emb = emb + self.channel_tokens.weight[:, None, :] + self.positions
+        # The time projection multiplies each signal's (frames, dim) matrix from the left,
+        # so tokens come out step-major, as the transformer takes them, without the
+        # transposed copies of a Linear over frames; its bias is added once at the end.
+        summed = None
+        for n_fft, freq_proj, time_proj in zip(
+            self.fft_sizes, self.freq_proj, self.time_proj, strict=True
+        ):
+            spec = fused.linear(freq_proj, self.spectrogram(flat, n_fft).to(dtype))
+            steps = torch.bmm(time_proj.weight.expand(len(spec), -1, -1), spec)
+            summed = steps if summed is None else summed.add_(steps)
+        bias = sum(time_proj.bias for time_proj in self.time_proj)[:, None] + self.positions
+        bias = self.channel_tokens.weight[:, None, :] + bias  # (n_ch, n_steps, dim)
+        emb = summed.view(batch, n_ch, self.n_steps, -1) + bias
         return self.position_drop(emb).reshape(batch, n_ch * self.n_steps, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,11 @@ def test_spectrogram_matches_numpy_at_every_scale():
         assert ours.shape == (6, n_frames, n_freqs)
         np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(stft_magnitude(torch.from_numpy(x), n_fft), expected, atol=1e-9)
+        differentiable = torch.from_numpy(x).requires_grad_(True)
+        magnitude = stft_magnitude(differentiable, n_fft)
+        np.testing.assert_allclose(magnitude.detach().numpy(), expected, atol=1e-9)
+        magnitude.sum().backward()
+        assert differentiable.grad is not None and differentiable.grad.abs().sum() > 0
         # the compile-friendly real DFT (float32) agrees to float32 precision
         real_dft = dft_magnitude(torch.from_numpy(x).float(), n_fft).numpy()
         np.testing.assert_allclose(real_dft, expected, rtol=1e-4, atol=1e-4 * expected.max())
