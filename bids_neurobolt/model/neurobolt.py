@@ -292,11 +292,13 @@ class NeuroBOLT(nn.Module):
         per-call casts of autocast; LayerNorm and GroupNorm keep float32 parameters
         (their statistics are accumulated in float32 either way), and the STFT is taken
         in float32. The query/key LayerNorms of the attention are folded into matrix
-        products (:meth:`~bids_neurobolt.model.labram.Attention.fold_qk_norm`). The
-        input stays float32 and the output is in ``dtype``. On a CPU with AMX or
-        AVX-512 BF16, :func:`~bids_neurobolt.train.predict` with this copy runs 2.6-2.8
-        times as fast as a float32 loop; predictions correlate with float32 ones at
-        r > 0.9999 (``docs/benchmarks.md``).
+        products (:meth:`~bids_neurobolt.model.labram.Attention.fold_qk_norm`) and the
+        LayerScale factors into the layers before them
+        (:meth:`~bids_neurobolt.model.labram.Block.fold_layer_scale`). The input stays
+        float32 and the output is in ``dtype``. On a CPU with AMX or AVX-512 BF16,
+        :func:`~bids_neurobolt.train.predict` with this copy runs 2.3 times as fast as
+        in float32 and 2.6-3.2 times as fast as a float32 loop; predictions correlate
+        with float32 ones at r > 0.9999 (``docs/benchmarks.md``).
 
         Parameters
         ----------
