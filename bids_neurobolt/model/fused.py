@@ -84,3 +84,35 @@ def linear(layer: nn.Linear, x: torch.Tensor, residual: torch.Tensor | None = No
             return _LINEAR_POINTWISE(x, layer.weight, layer.bias, "none", [], "none")
     out = layer(x)
     return out if residual is None else residual + out
+
+
+def project(
+    layer: nn.Linear,
+    x: torch.Tensor,
+    residual: torch.Tensor | None = None,
+    dropout: nn.Dropout | None = None,
+) -> torch.Tensor:
+    """Return ``residual + dropout(layer(x))``: a transformer branch's last layer.
+
+    When the dropout is off (evaluation, or ``p == 0``), the residual is added inside
+    the product by :func:`linear`.
+
+    Parameters
+    ----------
+    layer : torch.nn.Linear
+        The branch's output layer.
+    x : torch.Tensor, shape (..., in_features)
+        Input.
+    residual : torch.Tensor, shape (..., out_features), optional
+        The residual stream; None returns the branch alone.
+    dropout : torch.nn.Dropout, optional
+        Dropout applied to the branch before the residual is added.
+
+    Returns
+    -------
+    torch.Tensor, shape (..., out_features)
+    """
+    if dropout is None or not dropout.training or dropout.p == 0:
+        return linear(layer, x, residual)
+    out = dropout(linear(layer, x))
+    return out if residual is None else residual + out

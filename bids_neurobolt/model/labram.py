@@ -246,9 +246,9 @@ class Attention(nn.Module):
         v = v.view(batch, n_tokens, self.heads, self.head_dim).transpose(1, 2)
         return q, k, v
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Attend over the tokens of ``x`` ``(batch, n_tokens, dim)``."""
-        return self.proj_drop(fused.linear(self.proj, self.attend(x)))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """Attend over the tokens of ``x`` ``(batch, n_tokens, dim)`` (plus ``residual``)."""
+        return fused.project(self.proj, self.attend(x), residual, self.proj_drop)
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
         """Return the heads' outputs side by side, before the output projection."""
@@ -280,9 +280,9 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the feed-forward network token-wise."""
-        return self.drop(fused.linear(self.fc2, linear_gelu(self.fc1, x)))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the feed-forward network token-wise (plus ``residual``)."""
+        return fused.project(self.fc2, linear_gelu(self.fc1, x), residual, self.drop)
 
 
 class Block(nn.Module):
@@ -348,8 +348,8 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply attention then the feed-forward network, each as a scaled residual."""
         if self.layer_scale_folded:
-            x = fused.linear(self.attn.proj, self.attn.attend(self.norm1(x)), residual=x)
-            return fused.linear(self.mlp.fc2, linear_gelu(self.mlp.fc1, self.norm2(x)), residual=x)
+            x = self.attn(self.norm1(x), residual=x)
+            return self.mlp(self.norm2(x), residual=x)
         x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x)))
         return x + self.drop_path(self.gamma_2 * self.mlp(self.norm2(x)))
 

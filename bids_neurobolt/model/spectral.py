@@ -155,9 +155,9 @@ class LinearAttention(nn.Module):
         same_head = (heads_of[:, None] == heads_of[None, :]).float()
         self.register_buffer("same_head", same_head, persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Attend over ``x`` ``(batch, n_tokens, dim)``."""
-        return self.dropout(fused.linear(self.to_out, self.attend(x)))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """Attend over ``x`` ``(batch, n_tokens, dim)`` (plus ``residual``)."""
+        return fused.project(self.to_out, self.attend(x), residual, self.dropout)
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
         """Return the heads' outputs side by side, before the output projection."""
@@ -201,9 +201,9 @@ class FeedForward(nn.Module):
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the network token-wise."""
-        return fused.linear(self.fc2, linear_gelu(self.fc1, x))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the network token-wise (plus ``residual``)."""
+        return fused.linear(self.fc2, linear_gelu(self.fc1, x), residual)
 
 
 class LinearAttentionLayer(nn.Module):
@@ -220,13 +220,10 @@ class LinearAttentionLayer(nn.Module):
         """Apply the layer.
 
         Without dropout (evaluation), each branch is added to ``x`` inside its last
-        product (:func:`~bids_neurobolt.model.fused.linear`).
+        product (:func:`~bids_neurobolt.model.fused.project`).
         """
-        if self.training:
-            x = x + self.attn(self.norm1(x))
-            return x + self.ff(self.norm2(x))
-        x = fused.linear(self.attn.to_out, self.attn.attend(self.norm1(x)), residual=x)
-        return fused.linear(self.ff.fc2, linear_gelu(self.ff.fc1, self.norm2(x)), residual=x)
+        x = self.attn(self.norm1(x), residual=x)
+        return self.ff(self.norm2(x), residual=x)
 
 
 class MultiScaleSpectral(nn.Module):

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bids_neurobolt.model.fused import fused_available, linear, linear_gelu
+from bids_neurobolt.model.fused import fused_available, linear, linear_gelu, project
 
 
 def test_fused_linear_gelu_equals_eager_in_float32():
@@ -70,3 +70,19 @@ def test_fused_linear_adds_the_residual_inside_the_product(bias):
     # bfloat16: rounded once, against the float32 sum within two bf16 steps of its size
     assert float((ours - expected).abs().max()) < 2 * 2**-8 * float(expected.abs().max())
     assert float((ours - expected).abs().max()) > 0  # it did run in bfloat16
+
+
+def test_project_adds_the_residual_after_the_dropout():
+    torch.manual_seed(0)
+    layer, dropout = torch.nn.Linear(24, 16), torch.nn.Dropout(0.5)
+    x, residual = torch.randn(5, 7, 24), torch.randn(5, 7, 16)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        ours = project(layer, x, residual, dropout)
+        torch.manual_seed(1)
+        expected = residual + dropout(layer(x))
+        torch.testing.assert_close(ours, expected, atol=0, rtol=0)
+        assert float((ours - (residual + layer(x))).abs().max()) > 0  # the dropout acted
+        dropout.eval()  # off: the residual goes inside the product
+        torch.testing.assert_close(project(layer, x, residual, dropout), linear(layer, x, residual))
+        torch.testing.assert_close(project(layer, x), layer(x), atol=0, rtol=0)
