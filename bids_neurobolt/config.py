@@ -367,7 +367,7 @@ class ExecutionConfig:
         Where the model runs.
     precision : {"auto", "fp32", "bf16"}
         Arithmetic of the model: ``auto`` is bf16 autocast on CUDA and float32 on the CPU
-        (bit-reproducible); ``bf16`` on a CPU with AMX/AVX-512 BF16 predicts about 2.3x faster.
+        (bit-reproducible); ``bf16`` predicts 1.6x (AVX-512 BF16) to 2.3x (AMX) faster on the CPU.
     on_error : {"abort", "continue"}
         Stop at the first failed run, or process the others and report failures.
     skip_bids_validation : bool

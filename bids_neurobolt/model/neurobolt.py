@@ -295,10 +295,10 @@ class NeuroBOLT(nn.Module):
         products (:meth:`~bids_neurobolt.model.labram.Attention.fold_qk_norm`) and the
         LayerScale factors into the layers before them
         (:meth:`~bids_neurobolt.model.labram.Block.fold_layer_scale`). The input stays
-        float32 and the output is in ``dtype``. On a CPU with AMX or AVX-512 BF16,
-        :func:`~bids_neurobolt.train.predict` with this copy runs 2.3 times as fast as
-        in float32 and 2.6-3.2 times as fast as a float32 loop; predictions correlate
-        with float32 ones at r > 0.9999 (``docs/benchmarks.md``).
+        float32 and the output is in ``dtype``. :func:`~bids_neurobolt.train.predict`
+        with this copy runs 2.3 times as fast as in float32 on a CPU with AMX and 1.6
+        times on one with AVX-512 BF16 only; predictions correlate with float32 ones at
+        r > 0.9999 (``docs/benchmarks.md``).
 
         Parameters
         ----------
