@@ -12,10 +12,14 @@ the stream (about 1 ms of 2-4 ms per layer and 16 windows).
 
 The fused operator has no autograd formula, so it is only used when gradients are off
 (prediction, validation); training takes the ordinary path. It is a private PyTorch
-operator: when a build lacks it, the ordinary path is used.
+operator: when a build lacks it, or when it fails or disagrees with the ordinary layers
+on a small probe (run once per dtype, say on a processor that oneDNN serves by other
+kernels), the ordinary path is used.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +37,31 @@ def fused_available(x: torch.Tensor) -> bool:
         and not torch.is_grad_enabled()
         and torch.backends.mkldnn.is_available()
         and not torch.compiler.is_compiling()
+        and _fused_works(x.dtype)
+    )
+
+
+@functools.cache
+def _fused_works(dtype: torch.dtype) -> bool:
+    """Whether the fused operator runs here and agrees with the ordinary layers in ``dtype``.
+
+    Probed once per dtype on a small input (with gradients off), so that a build or a
+    processor where the private operator fails, or computes something else, takes the
+    ordinary path instead of failing the prediction.
+    """
+    gen = torch.Generator().manual_seed(0)
+    shapes = ((4, 16), (8, 16), (8,), (4, 8))
+    x, weight, bias, residual = (torch.randn(s, generator=gen).to(dtype) for s in shapes)
+    try:
+        with torch.no_grad():
+            gelu = _LINEAR_POINTWISE(x, weight, bias, "gelu", [], "none")
+            added = _LINEAR_POINTWISE.binary(x, residual, weight, bias, "add")
+    except (RuntimeError, NotImplementedError):
+        return False
+    product = F.linear(x.float(), weight.float(), bias.float())
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    return torch.allclose(gelu.float(), F.gelu(product), rtol=tol, atol=tol) and torch.allclose(
+        added.float(), product + residual.float(), rtol=tol, atol=tol
     )
 
 

@@ -86,3 +86,37 @@ def test_project_adds_the_residual_after_the_dropout():
         dropout.eval()  # off: the residual goes inside the product
         torch.testing.assert_close(project(layer, x, residual, dropout), linear(layer, x, residual))
         torch.testing.assert_close(project(layer, x), layer(x), atol=0, rtol=0)
+
+
+class _BrokenOperator:
+    """Stands in for oneDNN's fused operator on a build where it fails or is wrong."""
+
+    def __init__(self, error: bool) -> None:
+        self.error = error
+
+    def __call__(self, x, weight, bias, *args):
+        if self.error:
+            raise RuntimeError("could not create a primitive descriptor")
+        return torch.zeros(*x.shape[:-1], weight.shape[0], dtype=x.dtype)
+
+    def binary(self, x, residual, weight, bias, *args):
+        return self(x, weight, bias)
+
+
+@pytest.mark.parametrize("error", [True, False], ids=["raises", "wrong"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_an_operator_that_fails_or_disagrees_is_not_used(monkeypatch, error, dtype):
+    from bids_neurobolt.model import fused
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(20, 48).to(dtype)
+    x, residual = torch.randn(3, 20).to(dtype), torch.randn(3, 48).to(dtype)
+    monkeypatch.setattr(fused, "_LINEAR_POINTWISE", _BrokenOperator(error))
+    fused._fused_works.cache_clear()
+    try:
+        with torch.inference_mode():
+            assert not fused.fused_available(x)
+            torch.testing.assert_close(linear_gelu(layer, x), F.gelu(layer(x)))
+            torch.testing.assert_close(linear(layer, x, residual), residual + layer(x))
+    finally:
+        fused._fused_works.cache_clear()  # the real operator's verdict, for later tests
