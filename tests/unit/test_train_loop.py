@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -72,6 +73,32 @@ def test_micro_batches_give_the_same_step():
         results.append((loss, model.head.weight.detach().clone()))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-7)
+
+
+def test_cpu_training_runs_in_micro_batches_with_the_same_steps(monkeypatch):
+    """On the CPU each batch runs as micro-batches of 8 windows; without dropout the trained
+    weights are those of whole batches (up to the order of float32 sums)."""
+    from bids_neurobolt.train import loop
+
+    x, y = toy_problem(40)
+    split = Split(np.arange(32), np.arange(32, 36), np.arange(36, 40))
+    no_dropout = dataclasses.replace(
+        TINY, drop=0.0, drop_path=0.0, spectral_dropout=0.0, position_dropout=0.0
+    )
+    config = TrainConfig.sloppy(batch_size=24, epochs=2)
+    results = {}
+    for micro_windows in (8, 1000):
+        monkeypatch.setattr(loop, "_CPU_MICRO_BATCH", micro_windows)
+        model = NeuroBOLT(CHANNELS, 2, config=no_dropout, seed=0)
+        results[micro_windows] = fit(model, x, y, split, config, QUIET)
+    assert results[8].micro_batches == 3 and results[1000].micro_batches == 1
+    np.testing.assert_allclose(
+        results[8].history["train_loss"], results[1000].history["train_loss"], rtol=1e-4
+    )
+    np.testing.assert_allclose(
+        results[8].predictions, results[1000].predictions, rtol=1e-3, atol=1e-5
+    )
+    assert not np.array_equal(results[8].predictions, results[1000].predictions)  # it did split
 
 
 def run(seed, x, y, split, **kw):
