@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 _CITATION = re.compile(r"\[([a-z0-9]+(?:, [a-z0-9]+)*)\]")
 
@@ -62,7 +62,46 @@ _TEXT: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def methods_parts(steps: Iterable[str], version: str) -> tuple[str, list[str]]:
+def start_sentence(weights: Iterable[Mapping[str, str] | None]) -> str:
+    """Say how the models started: from LaBraM weights (file, SHA-256) or from scratch.
+
+    Parameters
+    ----------
+    weights : iterable of mapping | None
+        One entry per trained model: ``{"file": ..., "sha256": ...}`` for a model whose
+        LaBraM branch started from LaBraM weights, None for one trained from scratch.
+
+    Returns
+    -------
+    str
+        A sentence for the methods paragraph (empty when no model was trained).
+    """
+    seen = list(weights)
+    files = sorted({(w["file"], w.get("sha256", "")) for w in seen if w})
+    scratch = any(w is None for w in seen)
+    pretrained = (
+        "the LaBraM branch was initialised with LaBraM weights [labram] ("
+        + "; ".join(f"{name}, SHA-256 {sha}" for name, sha in files)
+        + ") and fine-tuned with layer-wise learning-rate decay 0.65"
+    )
+    random = (
+        "all weights were initialised at random (no LaBraM weights) and trained without "
+        "layer-wise learning-rate decay"
+    )
+    if files and scratch:
+        return f"For some models {pretrained}; for the others {random}."
+    if files or scratch:
+        text = pretrained if files else random
+        return text[0].upper() + text[1:] + "."
+    return ""
+
+
+def methods_parts(
+    steps: Iterable[str],
+    version: str,
+    *,
+    weights: Iterable[Mapping[str, str] | None] = (),
+) -> tuple[str, list[str]]:
     """Return the methods paragraph for the stages run and its numbered references.
 
     Parameters
@@ -71,6 +110,8 @@ def methods_parts(steps: Iterable[str], version: str) -> tuple[str, list[str]]:
         The stages that ran (``sync``, ``clean``...).
     version : str
         The bids-neurobolt version.
+    weights : iterable of mapping | None
+        How each trained model started (see :func:`start_sentence`).
 
     Returns
     -------
@@ -83,6 +124,8 @@ def methods_parts(steps: Iterable[str], version: str) -> tuple[str, list[str]]:
     sentences = []
     for key in ("intro", *[s for s in _TEXT if s in set(steps)]):
         text, cited = _TEXT[key]
+        if key == "model" and (start := start_sentence(weights)):
+            text = f"{text} {start}"
         order.extend(ref for ref in cited if ref not in order)
         sentences.append(text.format(version=version))
     paragraph = _CITATION.sub(
@@ -92,8 +135,13 @@ def methods_parts(steps: Iterable[str], version: str) -> tuple[str, list[str]]:
     return paragraph, [REFERENCES[ref] for ref in order]
 
 
-def methods_markdown(steps: Iterable[str], version: str) -> str:
+def methods_markdown(
+    steps: Iterable[str],
+    version: str,
+    *,
+    weights: Iterable[Mapping[str, str] | None] = (),
+) -> str:
     """Return :func:`methods_parts` as Markdown (paragraph, then a numbered list)."""
-    paragraph, references = methods_parts(steps, version)
+    paragraph, references = methods_parts(steps, version, weights=weights)
     listing = "\n".join(f"{i}. {ref}" for i, ref in enumerate(references, start=1))
     return f"{paragraph}\n\n## References\n\n{listing}\n"

@@ -2,11 +2,16 @@
 
 The recipe is the paper's: mean squared error; AdamW (lr 3e-4, betas 0.9/0.999, weight
 decay 0.05 except on biases, 1-d parameters and LaBraM's CLS, spatial and temporal
-embeddings); layer-wise learning-rate decay 0.65 over the LaBraM branch (its patch
-embedding, CLS and spatial embedding get ``0.65**13``, block ``i`` ``0.65**(12 - i)``,
-everything else, the spectral branch included, 1); a per-step schedule rising linearly
-from 0 over 5 epochs, then a cosine to 1e-6 (scaled like the rate); 20 epochs; the
-weights of the epoch with the lowest validation loss are kept (never chosen on test).
+embeddings); a per-step schedule rising linearly from 0 over 5 epochs, then a cosine to
+1e-6 (scaled like the rate); 20 epochs; the weights of the epoch with the lowest
+validation loss are kept (never chosen on test).
+
+Layer-wise learning-rate decay depends on where the LaBraM branch starts from. With
+LaBraM weights (fine-tuning, the paper's setting) it is 0.65: the patch embedding, CLS
+and spatial embedding get ``0.65**13``, block ``i`` ``0.65**(12 - i)``, everything else,
+the spectral branch included, 1. A randomly initialised network has nothing to
+preserve in its lower layers, so from scratch there is no decay (every layer learns at
+the full rate); :attr:`TrainConfig.layer_decay` left at None chooses between the two.
 
 Execution is separate (:class:`Runtime`): on CUDA, bf16 autocast, fused AdamW, windows
 kept on the GPU when they fit (pinned host batches otherwise), large evaluation batches,
@@ -60,6 +65,8 @@ from bids_neurobolt.train.windows import WindowStack, take_windows
 logger = logging.getLogger(__name__)
 
 _NO_DECAY_NAMES = ("cls_token", "pos_embed", "time_embed")
+#: Layer-wise learning-rate decay when fine-tuning LaBraM weights (LaBraM's and the paper's).
+FINETUNE_LAYER_DECAY = 0.65
 #: Most batches predicted at once on the CPU (each holds its activations in memory).
 _MAX_CPU_WORKERS = 8
 #: Windows per micro-batch when training on the CPU. On 2 cores, batches of 64 then train
@@ -83,8 +90,10 @@ class TrainConfig:
         Peak and final learning rate.
     weight_decay : float
         AdamW weight decay.
-    layer_decay : float
-        Layer-wise learning-rate decay of the LaBraM branch.
+    layer_decay : float | None
+        Layer-wise learning-rate decay of the LaBraM branch; None chooses by the start:
+        :data:`FINETUNE_LAYER_DECAY` with LaBraM weights, 1 (no decay) from scratch
+        (:meth:`resolved`).
     betas : tuple of float
         AdamW betas.
     eps : float
@@ -101,7 +110,7 @@ class TrainConfig:
     lr: float = 3e-4
     min_lr: float = 1e-6
     weight_decay: float = 0.05
-    layer_decay: float = 0.65
+    layer_decay: float | None = None
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     seed: int = 0
@@ -113,7 +122,8 @@ class TrainConfig:
                 "epochs and batch_size must be >= 1 and warmup_epochs >= 0; got "
                 f"{self.epochs}, {self.batch_size}, {self.warmup_epochs}."
             )
-        if not (self.lr > 0 and 0 <= self.min_lr <= self.lr and 0 < self.layer_decay <= 1):
+        decay = 1.0 if self.layer_decay is None else self.layer_decay
+        if not (self.lr > 0 and 0 <= self.min_lr <= self.lr and 0 < decay <= 1):
             raise ConfigError(
                 f"need lr > 0, 0 <= min_lr <= lr and 0 < layer_decay <= 1; got lr={self.lr}, "
                 f"min_lr={self.min_lr}, layer_decay={self.layer_decay}."
@@ -123,6 +133,30 @@ class TrainConfig:
     def sloppy(cls, **changes: Any) -> TrainConfig:
         """Two epochs without warm-up, for tests and ``--sloppy`` runs."""
         return dataclasses.replace(cls(epochs=2, warmup_epochs=0, lr=1e-3), **changes)
+
+    def resolved(self, *, pretrained: bool) -> TrainConfig:
+        """Fix an automatic ``layer_decay`` for the model's start.
+
+        Parameters
+        ----------
+        pretrained : bool
+            Whether the LaBraM branch starts from LaBraM weights.
+
+        Returns
+        -------
+        TrainConfig
+            ``layer_decay`` :data:`FINETUNE_LAYER_DECAY` (0.65, LaBraM's fine-tuning
+            recipe) with weights, 1 without; an explicit value is kept.
+
+        References
+        ----------
+        .. [1] Jiang W, Zhao L, Lu B (2024). Large brain model for learning generic
+           representations with tremendous EEG data in BCI. ICLR 2024.
+        """
+        if self.layer_decay is not None:
+            return self
+        decay = FINETUNE_LAYER_DECAY if pretrained else 1.0
+        return dataclasses.replace(self, layer_decay=decay)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form."""
@@ -582,6 +616,7 @@ def fit(
     *,
     roi_names: Sequence[str] | None = None,
     callback: Callable[[Mapping[str, Any]], None] | None = None,
+    keep_epoch: int | None = None,
 ) -> FitResult:
     """Train NeuroBOLT on windows and their ROI targets; keep the best validation epoch.
 
@@ -604,6 +639,10 @@ def fit(
         ROI names for the metrics table (``roi0``, ``roi1``... when None).
     callback : callable | None
         Called with each epoch's history row (a dict).
+    keep_epoch : int | None
+        Keep the weights of this epoch instead of choosing one on validation (a model
+        trained on every window, whose epoch cross-validation chose); clipped to the
+        epochs run.
 
     Returns
     -------
@@ -660,7 +699,8 @@ def fit(
     runner = torch.compile(trained) if runtime.compile else trained
     evaluator = runner if world_size == 1 else (torch.compile(model) if runtime.compile else model)
     data = _Data(windows, targets, device, runtime.resident_fraction)
-    groups = param_groups(model, weight_decay=config.weight_decay, layer_decay=config.layer_decay)
+    layer_decay = 1.0 if config.layer_decay is None else config.layer_decay
+    groups = param_groups(model, weight_decay=config.weight_decay, layer_decay=layer_decay)
     optimizer = torch.optim.AdamW(
         groups, lr=config.lr, betas=config.betas, eps=config.eps,
         fused=device.type == "cuda",
@@ -738,7 +778,10 @@ def fit(
         row["seconds"] = seconds
         row["windows_per_second"] = steps * batch / seconds
         rows.append(row)
-        score = row["val_loss"] if split.val.size else -epoch
+        if keep_epoch is not None:
+            score = 0.0 if epoch == min(max(keep_epoch, 1), config.epochs) else math.inf
+        else:
+            score = row["val_loss"] if split.val.size else -epoch
         if best_epoch == 0 or score < best_score:
             best_score, best_epoch, best_state = score, epoch, _snapshot(model)
         if bar is not None:
@@ -754,7 +797,7 @@ def fit(
     predictions = _predict_indices(evaluator, data, all_idx, eval_batch, dtype)
     sets = {"train": split.train, "val": split.val, "test": split.test}
     metrics = metrics_table(targets, predictions, sets, roi_names)
-    if not split.val.size:
+    if not split.val.size and keep_epoch is None:
         logger.warning("no validation windows: keeping the last epoch's weights")
     return FitResult(
         model=model,
@@ -804,6 +847,7 @@ def train_neurobolt(
     train_config: TrainConfig | None = None,
     runtime: Runtime | None = None,
     callback: Callable[[Mapping[str, Any]], None] | None = None,
+    keep_epoch: int | None = None,
 ) -> FitResult:
     """Build, optionally initialise from LaBraM, and train a NeuroBOLT model.
 
@@ -824,11 +868,14 @@ def train_neurobolt(
     pretrained : mapping of str to torch.Tensor | None
         LaBraM encoder weights (:func:`~bids_neurobolt.model.weights.read_labram_state`).
     model_config, train_config : optional
-        Architecture and recipe; default to the paper's (or the sloppy ones).
+        Architecture and recipe; default to the paper's (or the sloppy ones). An
+        automatic layer-wise decay is resolved by the start (:meth:`TrainConfig.resolved`).
     runtime : Runtime | None
         Execution settings.
     callback : callable | None
         Called with each epoch's history row.
+    keep_epoch : int | None
+        Keep this epoch's weights rather than the best on validation (see :func:`fit`).
 
     Returns
     -------
@@ -841,9 +888,10 @@ def train_neurobolt(
         train_config = TrainConfig.sloppy(seed=seed) if sloppy else TrainConfig(seed=seed)
     model = NeuroBOLT(ch_names, len(roi_names), config=model_config, seed=seed)
     report = load_labram_state(model, pretrained) if pretrained is not None else None
+    train_config = train_config.resolved(pretrained=report is not None)
     result = fit(
         model, windows, targets, split, train_config, runtime, roi_names=roi_names,
-        callback=callback,
+        callback=callback, keep_epoch=keep_epoch,
     )  # fmt: skip
     result.pretrained = report
     result.extra["train_config"] = train_config.to_dict()

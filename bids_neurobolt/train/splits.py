@@ -7,6 +7,11 @@ part are dropped, so that no window of one set shares BOLD autocorrelation or EE
 samples with the set before it. The paper's gap is ``ceil(20 s / TR)`` = 10 volumes at
 TR 2.1 s; with 567 windows this gives 453 training, 46 validation and 48 test windows.
 
+**Blocked cross-validation** within a run (the default for evaluation): ``k``
+contiguous test blocks, each predicted by a model trained on the rest of the run less
+gaps around the block, so every window is predicted once out of sample and the test
+statistics rest on the whole run rather than on its last 10 %.
+
 **Inter-subject**: whole subjects go to one set, either from explicit lists (a split
 file read by the caller) or by k-fold rotation (test fold ``i``, validation fold
 ``i + 1``, training the rest).
@@ -134,6 +139,87 @@ def intra_scan_split(
             fix="Use longer runs, or train across subjects at the group level.",
         )
     return Split(np.arange(n_train), val_idx, test_idx)
+
+
+def blocked_cv_splits(
+    n_windows: int, *, k: int = 5, gap: int = 10, val_fraction: float = 0.1
+) -> list[Split]:
+    """Blocked cross-validation within a run: k contiguous test blocks separated by gaps.
+
+    The windows, in time order, are cut into ``k`` contiguous blocks; fold ``i`` tests
+    block ``i``, so every window is predicted exactly once by a model that did not train
+    on it. Around the test block ``gap`` windows on each side are left out, so that no
+    training window shares EEG samples (16 s windows) or much BOLD autocorrelation with
+    a test window. Validation (the epoch choice) lies inside the training part: the
+    ``val_fraction * n_windows`` windows that follow the trailing gap (or precede the
+    leading gap when the test block is the run's last), separated from the training
+    windows by another ``gap``.
+
+    Parameters
+    ----------
+    n_windows : int
+        Windows of the run, in time order (consecutive volumes).
+    k : int
+        Folds (at least 2).
+    gap : int
+        Windows left out between test, validation and training windows.
+    val_fraction : float
+        Share of the run used for validation in each fold (0 for none).
+
+    Returns
+    -------
+    list of Split
+        One split per fold; the test sets partition ``range(n_windows)``.
+
+    Raises
+    ------
+    ConfigError
+        When ``k``, ``gap`` or ``val_fraction`` are invalid.
+    DataError
+        When the run is too short for a fold to keep training windows.
+
+    References
+    ----------
+    .. [1] Roberts DR, Bahn V, Ciuti S, et al. (2017). Cross-validation strategies for
+       data with temporal, spatial, hierarchical, or phylogenetic structure. Ecography
+       40(8):913-929.
+    .. [2] Bergmeir C, Benítez JM (2012). On the use of cross-validation for time series
+       predictor evaluation. Information Sciences 191:192-213.
+    """
+    if k < 2 or gap < 0 or not 0 <= val_fraction < 1:
+        raise ConfigError(
+            f"blocked cross-validation needs k >= 2, gap >= 0 and 0 <= val_fraction < 1; "
+            f"got k={k}, gap={gap}, val_fraction={val_fraction}."
+        )
+    n_val = math.ceil(val_fraction * n_windows) if val_fraction > 0 else 0
+    splits = []
+    for block in np.array_split(np.arange(n_windows), k):
+        if block.size == 0:
+            raise DataError(
+                f"{n_windows} windows are too few for {k}-fold blocked cross-validation.",
+                fix="Use longer runs, fewer folds, or train across subjects at the group level.",
+            )
+        start, stop = int(block[0]), int(block[-1]) + 1
+        val = np.zeros(0, dtype=np.int64)
+        excluded_low, excluded_high = start - gap, stop + gap
+        if n_val:
+            if excluded_high + n_val <= n_windows:
+                val = np.arange(excluded_high, excluded_high + n_val)
+                excluded_high += n_val + gap
+            else:
+                val = np.arange(max(excluded_low - n_val, 0), max(excluded_low, 0))
+                excluded_low -= n_val + gap
+        index = np.arange(n_windows)
+        train = index[(index < excluded_low) | (index >= excluded_high)]
+        if train.size < 2 or (n_val and val.size == 0):
+            raise DataError(
+                f"{n_windows} windows are too few for {k}-fold blocked cross-validation "
+                f"with {gap}-window gaps (a fold keeps {train.size} training windows).",
+                fix="Use longer runs (see docs/usage.md), --split paper, or train across "
+                "subjects at the group level.",
+            )
+        splits.append(Split(train, val.astype(np.int64), block.astype(np.int64)))
+    return splits
 
 
 def subject_split(

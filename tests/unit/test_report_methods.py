@@ -23,3 +23,18 @@ def test_markdown_lists_every_reference_once() -> None:
     text = methods_markdown(["sync", "clean", "targets", "model"], "1.0")
     listed = re.findall(r"^\d+\. (.+)$", text, flags=re.M)
     assert len(listed) == len(set(listed)) == len(REFERENCES) - 0
+
+
+def test_the_methods_say_how_the_model_started():
+    scratch, _ = methods_parts(["model"], "1.0", weights=[None])
+    assert "initialised at random (no LaBraM weights)" in scratch
+    assert "without layer-wise learning-rate decay" in scratch
+    weights = {"file": "labram-base.pth", "sha256": "ab" * 32}
+    tuned, references = methods_parts(["model"], "1.0", weights=[weights, weights])
+    assert f"labram-base.pth, SHA-256 {'ab' * 32}" in tuned and "decay 0.65" in tuned
+    assert "at random" not in tuned
+    assert any("Large brain model" in ref for ref in references)
+    both, _ = methods_parts(["model"], "1.0", weights=[None, weights])
+    assert both.count("For some models") == 1 and "for the others all weights" in both
+    none, _ = methods_parts(["model"], "1.0")
+    assert "LaBraM weights" not in none

@@ -12,6 +12,7 @@ import torch
 from bids_neurobolt.errors import DataError, NeuroboltWarning
 from bids_neurobolt.model import NeuroBOLT, NeuroBOLTConfig
 from bids_neurobolt.train.loop import (
+    FINETUNE_LAYER_DECAY,
     Runtime,
     TrainConfig,
     fit,
@@ -167,6 +168,59 @@ def test_param_groups_follow_the_recipe():
     assert sum(len(g["params"]) for g in groups) == len(named)
 
 
+def test_layer_decay_is_chosen_by_the_start():
+    assert TrainConfig().layer_decay is None
+    assert TrainConfig().resolved(pretrained=True).layer_decay == FINETUNE_LAYER_DECAY == 0.65
+    assert TrainConfig().resolved(pretrained=False).layer_decay == 1.0
+    explicit = TrainConfig(layer_decay=0.8)
+    assert explicit.resolved(pretrained=False).layer_decay == 0.8
+    assert explicit.resolved(pretrained=True).layer_decay == 0.8
+
+
+def test_param_groups_from_scratch_give_every_layer_the_full_rate():
+    config = NeuroBOLTConfig(conv_channels=4, heads=4, spectral_depth=1, spectral_heads=4)
+    model = NeuroBOLT(["Cz"], 1, config=config, seed=0)
+    groups = param_groups(model, weight_decay=0.05, layer_decay=1.0)
+    assert {g["lr_scale"] for g in groups} == {1.0}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("pretrained", [False, True])
+def test_training_applies_the_layer_rates_of_its_start(monkeypatch, pretrained):
+    """The optimiser's per-layer rates: all at the schedule's rate from scratch, decayed
+    over the LaBraM branch (patch embedding at 0.65**13 of the rate) with LaBraM weights."""
+    import bids_neurobolt.train.loop as loop
+
+    seen = []
+    real_step = loop.train_step
+
+    def spy(runner, optimizer, *args, **kw):
+        seen.append({g["layer"]: g["lr"] for g in optimizer.param_groups})
+        return real_step(runner, optimizer, *args, **kw)
+
+    monkeypatch.setattr(loop, "train_step", spy)
+    x, y = toy_problem(n=24)
+    split = Split(np.arange(16), np.arange(18, 24), np.zeros(0, dtype=np.int64))
+    config = dataclasses.replace(TINY, depth=2)
+    state = None
+    if pretrained:
+        donor = NeuroBOLT(CHANNELS, 1, config=config, seed=5)
+        state = {k: v.clone() for k, v in donor.labram.state_dict().items()}
+    recipe = TrainConfig(epochs=1, warmup_epochs=0, batch_size=8, lr=1e-3)
+    result = train_neurobolt(
+        x, y, split, ch_names=CHANNELS, roi_names=["a", "b"], pretrained=state,
+        model_config=config, train_config=recipe, runtime=QUIET,
+    )  # fmt: skip
+    decay = 0.65 if pretrained else 1.0
+    assert result.extra["train_config"]["layer_decay"] == decay
+    assert (result.pretrained is not None) == pretrained
+    rates = seen[0]
+    top = max(rates)
+    assert rates[top] == pytest.approx(1e-3)
+    assert rates[0] == pytest.approx(1e-3 * decay**top)
+    assert min(rates.values()) == pytest.approx(1e-3 * decay**top)
+
+
 def test_lr_schedule_warms_up_then_cosine_decays():
     lr = lr_schedule(3e-4, 1e-6, epochs=20, steps_per_epoch=28, warmup_epochs=5)
     assert lr.size == 560
@@ -267,3 +321,14 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_once(monkeypatch, caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1 and "emulated and slower than float32" in messages[0]
     loop._warn_without_native_bf16.cache_clear()
+
+
+def test_keep_epoch_keeps_that_epochs_weights_without_validation():
+    x, y = toy_problem(n=24)
+    split = Split(np.arange(24), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    recipe = TrainConfig(epochs=3, warmup_epochs=0, batch_size=8, lr=1e-3)
+    kept = fit(NeuroBOLT(CHANNELS, 2, config=TINY, seed=0), x, y, split, recipe, QUIET,
+               keep_epoch=2)  # fmt: skip
+    last = fit(NeuroBOLT(CHANNELS, 2, config=TINY, seed=0), x, y, split, recipe, QUIET)
+    assert kept.best_epoch == 2 and last.best_epoch == 3
+    assert not np.allclose(kept.predictions, last.predictions)

@@ -97,3 +97,38 @@ def test_kfold_rotates_whole_subjects():
     assert sorted(tested) == sorted(set(subjects))
     with pytest.raises(ConfigError):
         kfold_subject_splits(subjects, 2)
+
+
+def test_blocked_cv_predicts_every_window_once_with_gaps():
+    from bids_neurobolt.train.splits import blocked_cv_splits
+
+    n, gap = 143, 10
+    splits = blocked_cv_splits(n, k=5, gap=gap, val_fraction=0.1)
+    assert len(splits) == 5
+    tested = np.concatenate([s.test for s in splits])
+    assert np.array_equal(np.sort(tested), np.arange(n))
+    for s in splits:
+        check_disjoint(s, n)
+        assert np.all(np.diff(s.test) == 1) and np.all(np.diff(s.val) == 1)
+        assert s.val.size == 15
+        for other in (s.train, s.val):
+            distance = np.abs(other[:, None] - s.test[None, :]).min()
+            assert distance > gap
+        distance = np.abs(s.train[:, None] - s.val[None, :]).min()
+        assert distance > gap
+        # every window not tested, validated or in a gap trains
+        assert s.train.size + s.val.size + s.test.size + 3 * gap >= n - gap
+    # the last block validates on the windows before its leading gap
+    assert splits[-1].val.max() < splits[-1].test.min() - gap
+
+
+def test_blocked_cv_without_validation_and_bad_settings():
+    from bids_neurobolt.train.splits import blocked_cv_splits
+
+    splits = blocked_cv_splits(50, k=5, gap=2, val_fraction=0.0)
+    assert all(s.val.size == 0 for s in splits)
+    assert splits[2].train.size == 50 - 10 - 4
+    with pytest.raises(ConfigError):
+        blocked_cv_splits(50, k=1)
+    with pytest.raises(DataError, match="too few"):
+        blocked_cv_splits(30, k=5, gap=10, val_fraction=0.1)
