@@ -415,7 +415,9 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
 @click.option(
     "--pretrained",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="LaBraM weights to start training from ('model' stage).",
+    help="LaBraM weights to start training from ('model' stage): a checkpoint (.pth), or "
+    "'labram-base' for the copy fetched by 'bids-neurobolt-fetch --weights labram-base' "
+    "into <cache>/weights/ (cache folder as for --atlas-cache).",
 )
 @click.option(
     "--tr",

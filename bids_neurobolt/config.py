@@ -324,7 +324,12 @@ class Inputs:
         Folder of fetched atlases (default: ``$BIDS_NEUROBOLT_CACHE``, else
         ``$XDG_CACHE_HOME/bids-neurobolt``).
     pretrained : Path | None
-        LaBraM weights to start training from (``model`` stage and group level).
+        LaBraM weights to start training from (``model`` stage and group level): a
+        checkpoint path, or a registry name (``labram-base``) that is replaced by the
+        path of its file in ``<atlas_cache>/weights/`` when the configuration is built
+        (:func:`bids_neurobolt.model.pretrained.resolve_pretrained`; a name that is not
+        cached is a :class:`~bids_neurobolt.errors.MissingInputError` naming the fetch
+        command).
     group_split : Path | None
         JSON file ``{"train": [...], "val": [...], "test": [...]}`` of subject labels:
         the group level's inter-subject split, in place of k-fold cross-validation.
@@ -341,6 +346,13 @@ class Inputs:
     atlas_cache: Path | None = None
     group_split: Path | None = None
     fs_license_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.pretrained is not None:
+            from bids_neurobolt.model.pretrained import resolve_pretrained
+
+            resolved = resolve_pretrained(self.pretrained, self.atlas_cache)
+            object.__setattr__(self, "pretrained", resolved)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,11 @@ INPUTS_MOUNT = PurePosixPath("/inputs")
 #: Option names (click parameter names) whose path is a writable location, not an input.
 WRITABLE_OPTIONS: frozenset[str] = frozenset({"work_dir"})
 
+#: Path options that also take a name resolved inside the container (``--pretrained
+#: labram-base``): a bare word (no folder, no extension) that is no file on the host is
+#: passed through unmounted.
+NAMED_OPTIONS: frozenset[str] = frozenset({"pretrained"})
+
 #: Device files whose presence shows an NVIDIA driver on the host.
 NVIDIA_DEVICE_FILES: tuple[Path, ...] = (Path("/dev/nvidiactl"),)
 
@@ -165,6 +170,12 @@ def _looks_like_path(value: str, cwd: Path) -> bool:
     if os.sep in value or value.startswith("~"):
         return _host_path(value, cwd).exists()
     return bool(Path(value).suffix) and (cwd / value).is_file()
+
+
+def _is_name(value: str, cwd: Path) -> bool:
+    """Tell whether a value of a :data:`NAMED_OPTIONS` option is a name, not a host file."""
+    bare = "/" not in value and os.sep not in value and not value.startswith("~")
+    return bare and not Path(value).suffix and not _host_path(value, cwd).exists()
 
 
 def _host_path(value: str, cwd: Path) -> Path:
@@ -361,6 +372,8 @@ def build_command(
             continue
         if option.name == "device":
             device = value
+        if option.name in NAMED_OPTIONS and _is_name(value, cwd):
+            continue
         if option.is_path or _looks_like_path(value, cwd):
             translated[i] = plan.input(value, option.name, token.text)
 

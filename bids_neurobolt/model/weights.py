@@ -6,10 +6,17 @@ works on tensors.
 **LaBraM checkpoints** (``labram-base.pth``) are PyTorch pickles. They are read with
 ``torch.load(weights_only=True)`` only, which refuses any Python object other than
 tensors and plain containers (a file that needs more is rejected, never executed). The
-encoder weights are the ``student.*`` entries of ``checkpoint["model"]``; a checkpoint
-holding the encoder keys without that prefix (a fine-tuned LaBraM) is also accepted.
-They load into :attr:`NeuroBOLT.labram <bids_neurobolt.model.NeuroBOLT>`; a
-:class:`LoadReport` lists the loaded, missing and unexpected keys.
+one class allowed on top, for the duration of the call only, is
+:class:`argparse.Namespace`: LaBraM's ``save_model`` stores its command-line arguments
+(``checkpoint["args"]``, plain strings, numbers, booleans, lists and tuples) beside the
+weights. The state dict is ``checkpoint["model"]`` (LaBraM), ``["module"]`` (DDP) or
+``["state_dict"]``, or the checkpoint itself; a ``module.`` prefix is dropped and, when
+present, only the ``student.*`` entries (the encoder) are kept, without that prefix. A
+checkpoint holding the encoder keys without prefix (a fine-tuned LaBraM) is also
+accepted. They load into :attr:`NeuroBOLT.labram <bids_neurobolt.model.NeuroBOLT>`; a
+:class:`LoadReport` lists the loaded, missing and unexpected keys, and what the
+checkpoint says of itself (LaBraM model name, epoch). Named weights (``--pretrained
+labram-base``) are resolved and downloaded by :mod:`bids_neurobolt.model.pretrained`.
 
 **NeuroBOLT models** are two files with one stem: ``<name>.safetensors`` (the weights)
 and ``<name>.json`` (:class:`ModelMetadata`: channels, sampling rate, window, ROI names,
@@ -28,6 +35,8 @@ References
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -36,7 +45,7 @@ import os
 import pickle
 import re
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,24 +92,81 @@ class LoadReport:
         Checkpoint keys the model has no use for (e.g. ``mask_token``, ``lm_head.*``).
     n_loaded_parameters : int
         Number of scalar parameters loaded.
+    checkpoint : tuple of (str, str)
+        What the checkpoint says of itself, when it says it (LaBraM's ``args.model`` as
+        ``("model", ...)`` and ``("epoch", ...)``); empty for a bare state dict.
     """
 
     loaded: tuple[str, ...]
     missing: tuple[str, ...]
     unexpected: tuple[str, ...]
     n_loaded_parameters: int
+    checkpoint: tuple[tuple[str, str], ...] = ()
 
     def summary(self) -> str:
         """One line for the log."""
-        return (
+        line = (
             f"loaded {len(self.loaded)} tensors ({self.n_loaded_parameters:,} parameters); "
             f"missing {len(self.missing)} ({_listed(self.missing) or 'none'}); "
             f"unexpected {len(self.unexpected)} ({_listed(self.unexpected) or 'none'})"
         )
+        if self.checkpoint:
+            line += "; checkpoint " + ", ".join(f"{k} {v}" for k, v in self.checkpoint)
+        return line
 
 
-def read_labram_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+class LabramState(dict[str, torch.Tensor]):
+    """Encoder weights read from a LaBraM checkpoint, and what the checkpoint says of itself.
+
+    A plain ``dict`` of tensors (name to tensor) with one more attribute.
+
+    Attributes
+    ----------
+    info : tuple of (str, str)
+        Facts found beside the weights, e.g. ``(("model",
+        "labram_base_patch200_1600_8k_vocab"), ("epoch", "49"))``; copied into
+        :attr:`LoadReport.checkpoint`.
+    """
+
+    info: tuple[tuple[str, str], ...] = ()
+
+
+#: Classes a LaBraM checkpoint may hold besides tensors and plain containers, allowed
+#: only while :func:`read_labram_state` loads it: LaBraM's ``save_model`` stores its
+#: ``argparse.Namespace`` of command-line arguments, whose values are plain data.
+LABRAM_SAFE_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
+
+
+@contextlib.contextmanager
+def _labram_safe_globals() -> Iterator[None]:
+    """Allow :data:`LABRAM_SAFE_GLOBALS` in ``torch.load(weights_only=True)``, scoped.
+
+    ``torch.serialization.safe_globals`` (PyTorch >= 2.5) restores the allow-list on
+    exit; on PyTorch 2.4 the list is saved and restored by hand.
+    """
+    serialization = torch.serialization
+    scoped = getattr(serialization, "safe_globals", None)
+    if scoped is not None:
+        with scoped(list(LABRAM_SAFE_GLOBALS)):
+            yield
+        return
+    previous = list(serialization.get_safe_globals())
+    serialization.add_safe_globals(list(LABRAM_SAFE_GLOBALS))
+    try:
+        yield
+    finally:
+        serialization.clear_safe_globals()
+        serialization.add_safe_globals(previous)
+
+
+def read_labram_state(path: str | os.PathLike[str]) -> LabramState:
     """Read the encoder weights of a LaBraM checkpoint, safely.
+
+    Accepted layouts: LaBraM's own ``{"model": state, "optimizer": ..., "epoch": ...,
+    "scaler": ..., "args": Namespace(...)}``, ``{"model": state}``, ``{"module":
+    state}`` (DDP), ``{"state_dict": state}`` and a bare state dict; keys with or without
+    the ``module.`` and ``student.`` prefixes. Nothing is unpickled but tensors, plain
+    containers and numbers, and :class:`argparse.Namespace` (:data:`LABRAM_SAFE_GLOBALS`).
 
     Parameters
     ----------
@@ -109,28 +175,31 @@ def read_labram_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     Returns
     -------
-    dict of str to torch.Tensor
-        Encoder weights with the ``student.`` prefix removed (every tensor of the
-        checkpoint's model state when it has no ``student.`` keys).
+    LabramState
+        Encoder weights with the ``module.`` and ``student.`` prefixes removed (every
+        tensor of the checkpoint's model state when it has no ``student.`` keys); its
+        ``info`` holds LaBraM's model name and epoch when the checkpoint records them.
 
     Raises
     ------
     MissingInputError
         When the file does not exist.
     DataError
-        When the file holds Python objects other than tensors (refused, not executed),
-        is not a PyTorch checkpoint, or holds no tensors.
+        When the file holds Python objects other than tensors and LaBraM's arguments
+        (refused, not executed), is not a PyTorch checkpoint, or holds no tensors.
     """
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(
             "the pre-trained LaBraM weights file does not exist.",
             path=path,
-            fix="Download labram-base.pth from https://github.com/935963004/LaBraM "
-            "(checkpoints/) and pass its path to --pretrained.",
+            fix="Fetch LaBraM-Base once with 'bids-neurobolt-fetch --weights labram-base' "
+            "and pass --pretrained labram-base, or download labram-base.pth from "
+            "https://github.com/935963004/LaBraM (checkpoints/) and pass its path.",
         )
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with _labram_safe_globals():
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
         if found is None:
@@ -142,7 +211,7 @@ def read_labram_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise DataError(
             "the checkpoint contains Python objects other than tensors, which could run "
             f"code when loaded ({found.group(1)}); it was refused: only weights-only "
-            "loading is allowed.",
+            "loading is allowed (tensors, plain containers and LaBraM's argparse.Namespace).",
             path=path,
             fix="Use the original LaBraM checkpoint, or re-save the state dict alone with "
             "torch.save({'model': model.state_dict()}, path).",
@@ -153,21 +222,24 @@ def read_labram_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             path=path,
             fix="Check that the download is complete (LaBraM's labram-base.pth).",
         ) from exc
-    state = _state_dict_of(checkpoint)
+    state = {
+        key.removeprefix("module."): value for key, value in _state_dict_of(checkpoint).items()
+    }
     if any(key.startswith(_LABRAM_PREFIX) for key in state):
         state = {
             key.removeprefix(_LABRAM_PREFIX): value
             for key, value in state.items()
             if key.startswith(_LABRAM_PREFIX)
         }
-    state = {key.removeprefix("module."): value for key, value in state.items()}
     if not state:
         raise DataError(
             "the checkpoint holds no tensors.",
             path=path,
             fix="Pass LaBraM's labram-base.pth (a dict whose 'model' entry is a state dict).",
         )
-    return state
+    result = LabramState(state)
+    result.info = _checkpoint_info(checkpoint)
+    return result
 
 
 def _state_dict_of(checkpoint: Any) -> dict[str, torch.Tensor]:
@@ -178,6 +250,20 @@ def _state_dict_of(checkpoint: Any) -> dict[str, torch.Tensor]:
     if not isinstance(checkpoint, Mapping):
         return {}
     return {str(k): v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+
+
+def _checkpoint_info(checkpoint: Any) -> tuple[tuple[str, str], ...]:
+    """LaBraM's model name and epoch, when the checkpoint records them."""
+    if not isinstance(checkpoint, Mapping):
+        return ()
+    info: list[tuple[str, str]] = []
+    model = getattr(checkpoint.get("args"), "model", None)
+    if isinstance(model, str) and model:
+        info.append(("model", model[:80]))
+    epoch = checkpoint.get("epoch")
+    if isinstance(epoch, int | str) and not isinstance(epoch, bool):
+        info.append(("epoch", str(epoch)[:20]))
+    return tuple(info)
 
 
 def load_labram_state(model: NeuroBOLT, state: Mapping[str, torch.Tensor]) -> LoadReport:
@@ -227,6 +313,7 @@ def load_labram_state(model: NeuroBOLT, state: Mapping[str, torch.Tensor]) -> Lo
         missing=tuple(k for k in target if k not in state),
         unexpected=unexpected,
         n_loaded_parameters=sum(state[k].numel() for k in loaded),
+        checkpoint=getattr(state, "info", ()),
     )
     logger.info("LaBraM weights: %s", report.summary())
     return report

@@ -248,3 +248,21 @@ def test_unknown_config_key_suggests_the_right_one(captured, tmp_path):
 )
 def test_expand_multi_value(argv, expected):
     assert expand_multi_value(argv) == expected
+
+
+def test_pretrained_name_is_resolved_from_the_cache(captured, tmp_path):
+    cache = tmp_path / "cache"
+    args = [str(tmp_path), str(tmp_path / "o"), "participant", "--atlas-cache", str(cache)]
+    result = CliRunner().invoke(cli, [*args, "--pretrained", "labram-base"])
+    assert result.exit_code == ExitCode.NOINPUT, result.output
+    assert "weights/labram-base.pth" in result.output
+    assert f"bids-neurobolt-fetch --weights labram-base --cache-dir {cache}" in result.output
+    assert not captured
+    weights = cache / "weights" / "labram-base.pth"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"fetched earlier")
+    assert invoke(*args, "--pretrained", "labram-base").exit_code == 0
+    assert captured[-1].inputs.pretrained == weights
+    own = tmp_path / "mine.pth"
+    assert invoke(*args, "--pretrained", str(own)).exit_code == 0
+    assert captured[-1].inputs.pretrained == own  # a path stays a path

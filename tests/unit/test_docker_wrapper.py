@@ -288,6 +288,19 @@ def test_missing_input_is_refused_before_docker_runs(fake, tmp_path, args):
     assert not (tmp_path / "out").exists()
 
 
+def test_pretrained_name_passes_through_and_a_file_is_mounted(fake, tmp_path):
+    result = run_wrapper("bids", "out", "participant", "--pretrained", "labram-base")
+    assert result.exit_code == 0, result.output
+    (call,) = docker_calls(fake)
+    assert app_part(call)[-2:] == ["--pretrained", "labram-base"]  # resolved in the container
+    assert set(volumes(call)) == {"/data", "/out"}
+    (tmp_path / "labram-base.pth").write_bytes(b"weights")
+    result = run_wrapper("bids", "out", "participant", "--pretrained", "labram-base.pth")
+    assert result.exit_code == 0, result.output
+    call = docker_calls(fake)[-1]
+    assert app_part(call)[-2:] == ["--pretrained", "/inputs/pretrained/labram-base.pth"]
+
+
 def test_path_with_colon_is_refused(fake, tmp_path):
     (tmp_path / "a:b").mkdir()
     result = run_wrapper("a:b", "out", "participant")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import functools
 import json
+import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -11,8 +15,10 @@ import torch
 from bids_neurobolt.errors import DataError, ExitCode, MissingInputError
 from bids_neurobolt.model import NeuroBOLT, NeuroBOLTConfig
 from bids_neurobolt.model.weights import (
+    LABRAM_SAFE_GLOBALS,
     ModelMetadata,
     check_compatible,
+    load_labram_state,
     load_labram_weights,
     load_model,
     model_paths,
@@ -98,6 +104,170 @@ def test_checkpoint_without_student_prefix_is_accepted(tmp_path):
     torch.save({"model": state}, path)
     loaded = read_labram_state(path)
     assert "blocks.0.attn.qkv.weight" in loaded and "logit_scale" in loaded
+
+
+def labram_arguments(**changes) -> argparse.Namespace:
+    """LaBraM's run_labram_pretraining.py arguments, as save_model stores them."""
+    values = dict(
+        model="labram_base_patch200_1600_8k_vocab", lr=5e-4, min_lr=1e-5, weight_decay=0.05,
+        batch_size=64, epochs=50, input_size=1600, window_size=(1, 8), patch_size=(1, 200),
+        drop_path=0.1, rel_pos_bias=False, abs_pos_emb=True, layer_scale_init_value=0.1,
+        opt_betas=[0.9, 0.98], clip_grad=3.0, output_dir="./checkpoints/labram_base",
+        log_dir=None, device="cuda", seed=0, resume="", auto_resume=True, start_epoch=0,
+        num_workers=10, pin_mem=True, world_size=8, rank=0, gpu=0, distributed=True,
+        dist_url="env://", dist_backend="nccl",
+    )  # fmt: skip
+    return argparse.Namespace(**{**values, **changes})
+
+
+def saved_by_labram(model_state: dict) -> dict:
+    """What LaBraM's utils.save_model writes: weights, optimizer, epoch, scaler, args."""
+    parameter = torch.nn.Parameter(torch.zeros(4))
+    optimizer = torch.optim.AdamW([parameter], lr=5e-4, betas=(0.9, 0.98))
+    parameter.grad = torch.ones(4)
+    optimizer.step()
+    return {
+        "model": model_state,
+        "optimizer": optimizer.state_dict(),
+        "epoch": 99,
+        "scaler": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5,
+                   "growth_interval": 2000, "_growth_tracker": 12},
+        "args": labram_arguments(),
+    }  # fmt: skip
+
+
+@functools.cache
+def _labram_state() -> dict[str, torch.Tensor]:
+    """The labram-base state dict (keys ``student.*`` and heads), built once; never mutated."""
+    return labram_base_checkpoint()["model"]
+
+
+def _layout(name: str) -> object:
+    """A checkpoint layout seen in the wild, holding the labram-base state dict."""
+    state = _labram_state()
+    ddp = {"module." + k: v for k, v in state.items()}
+    return {
+        "labram save_model": lambda: saved_by_labram(state),
+        "model only": lambda: {"model": state},
+        "DDP module": lambda: {"module": ddp, "epoch": 3},
+        "state_dict": lambda: {"state_dict": state},
+        "bare state dict": lambda: dict(state),
+        "bare, module. prefix": lambda: ddp,
+    }[name]()
+
+
+@pytest.fixture(scope="module")
+def paper_model() -> NeuroBOLT:
+    """One paper-size model, shared: each test zeroes its LaBraM branch before loading."""
+    return NeuroBOLT(PAPER_CHANNELS, 1, seed=0)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    ["labram save_model", "model only", "DDP module", "state_dict", "bare state dict",
+     "bare, module. prefix"],
+)  # fmt: skip
+def test_every_checkpoint_layout_loads_into_the_model(tmp_path, paper_model, layout):
+    path = tmp_path / "labram-base.pth"
+    torch.save(_layout(layout), path)
+    state = read_labram_state(path)
+    expected = {
+        k.removeprefix("student."): v for k, v in _labram_state().items() if k[:8] == "student."
+    }
+    assert state.keys() == expected.keys()
+    assert all(torch.equal(state[k], expected[k]) for k in expected)
+    with torch.no_grad():
+        for tensor in paper_model.labram.state_dict().values():
+            tensor.zero_()
+    report = load_labram_state(paper_model, state)
+    assert report.n_loaded_parameters == 5_819_536
+    loaded = paper_model.labram.state_dict()
+    assert all(torch.equal(loaded[k], expected[k]) for k in report.loaded)
+    assert torch.equal(
+        paper_model.labram.blocks[5].attn.qkv.weight, expected["blocks.5.attn.qkv.weight"]
+    )
+    # The allow-list was scoped to the load: nothing is left behind.
+    assert argparse.Namespace not in torch.serialization.get_safe_globals()
+
+
+def test_labram_save_model_checkpoint_loads_into_the_model_and_says_what_it_is(tmp_path):
+    path = tmp_path / "labram-base.pth"
+    torch.save(saved_by_labram(_labram_state()), path)
+    model = NeuroBOLT(PAPER_CHANNELS, 1, seed=0)
+    report = load_labram_weights(model, path)
+    assert report.n_loaded_parameters == 5_819_536
+    source = _labram_state()
+    assert torch.equal(
+        model.labram.blocks[11].mlp.fc2.weight, source["student.blocks.11.mlp.fc2.weight"]
+    )
+    assert torch.equal(model.labram.time_embed, source["student.time_embed"])
+    assert dict(report.checkpoint) == {"model": "labram_base_patch200_1600_8k_vocab", "epoch": "99"}
+    assert report.summary().endswith(
+        "; checkpoint model labram_base_patch200_1600_8k_vocab, epoch 99"
+    )
+    bare = tmp_path / "bare.pth"
+    torch.save({"model": {"student.cls_token": torch.zeros(1, 1, 200)}}, bare)
+    assert read_labram_state(bare).info == ()
+
+
+def test_only_argparse_namespace_is_allowed_besides_tensors():
+    assert (argparse.Namespace,) == LABRAM_SAFE_GLOBALS
+
+
+def test_scoped_allow_list_also_works_without_safe_globals(tmp_path, monkeypatch):
+    """PyTorch 2.4 has add_safe_globals but no safe_globals context manager."""
+    monkeypatch.delattr(torch.serialization, "safe_globals")
+    before = list(torch.serialization.get_safe_globals())
+    path = tmp_path / "labram-base.pth"
+    torch.save(
+        {"model": {"student.cls_token": torch.ones(1, 1, 200)}, "args": labram_arguments()}, path
+    )
+    assert torch.equal(read_labram_state(path)["cls_token"], torch.ones(1, 1, 200))
+    assert set(torch.serialization.get_safe_globals()) == set(before)
+
+
+class _System:
+    """Unpickling this would call os.system, i.e. run a shell command."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+class _Custom:
+    """A harmless custom class: still refused, as any class not on the allow-list."""
+
+    def __init__(self):
+        self.value = 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "culprit"),
+    [
+        ("system", "system"),
+        ("custom", "_Custom"),
+        ("path in args", "PosixPath"),
+    ],
+)
+def test_other_classes_are_refused_even_beside_labram_arguments(tmp_path, payload, culprit):
+    marker = tmp_path / "was-executed"
+    checkpoint = saved_by_labram({"student.cls_token": torch.zeros(1, 1, 200)})
+    if payload == "system":
+        checkpoint["hook"] = _System(f"touch {marker}")
+    elif payload == "custom":
+        checkpoint["extra"] = _Custom()
+    else:
+        checkpoint["args"] = labram_arguments(output_dir=pathlib.PosixPath("/ckpt"))
+    path = tmp_path / "labram-base.pth"
+    torch.save(checkpoint, path)
+    with pytest.raises(DataError, match="Python objects other than tensors") as info:
+        read_labram_state(path)
+    assert culprit in str(info.value) and str(path) in str(info.value)
+    assert info.value.exit_code == ExitCode.DATAERR
+    assert not marker.exists()
+    assert argparse.Namespace not in torch.serialization.get_safe_globals()
 
 
 class _Payload:
