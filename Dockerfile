@@ -33,7 +33,7 @@ ARG VCS_REF=unknown
 ARG TORCH_VERSION=2.13.0
 # What the image pre-fetches so that runs need no network (see docs/installation.md):
 # options of bids-neurobolt-fetch (tests/unit/test_containers.py parses them with it).
-ARG FETCH_ARGS="--atlas difumo64 --atlas schaefer2018-400-7 --atlas harvardoxford --atlas aal"
+ARG FETCH_ARGS="--atlas difumo64 --atlas schaefer2018-400-7 --atlas harvardoxford --atlas aal --weights labram-base"
 
 LABEL org.opencontainers.image.title="bids-neurobolt" \
       org.opencontainers.image.description="BIDS App: EEG-to-fMRI synthesis (NeuroBOLT) from simultaneous EEG-fMRI" \
@@ -71,7 +71,7 @@ COPY --from=wheel /dist /tmp/dist
 RUN TORCH_VERSION="${TORCH_VERSION}" sh /opt/bids-neurobolt/docker/install.sh /tmp/dist/bids_neurobolt-*.whl \
     && rm -rf /tmp/dist
 
-# Atlases (and, once bids-neurobolt-fetch offers them, the LaBraM weights), fetched once at
+# Atlases and the LaBraM-Base weights (--pretrained labram-base), fetched once at
 # build time into BIDS_NEUROBOLT_CACHE, resampled to the 2 mm grid runs use. Every RUN that
 # runs the package removes the caches it left in /tmp: a folder created here would belong
 # to the build's user, and the run's user could not write into it.
