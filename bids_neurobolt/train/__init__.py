@@ -4,7 +4,13 @@ Nothing here reads or writes files except :class:`~.windows.WindowCache`, which 
 windows in a folder the caller chooses.
 """
 
-from bids_neurobolt.train.baselines import BaselineResult, ridge_baseline
+from bids_neurobolt.train.baselines import (
+    BaselineResult,
+    baseline_features,
+    baseline_predictions,
+    fir_ridge_baseline,
+    ridge_baseline,
+)
 from bids_neurobolt.train.distributed import init_distributed, is_main_process, shutdown
 from bids_neurobolt.train.loop import (
     FitResult,
@@ -42,8 +48,11 @@ __all__ = [
     "WindowCache",
     "WindowStack",
     "Windows",
+    "baseline_features",
+    "baseline_predictions",
     "cache_key",
     "concatenate",
+    "fir_ridge_baseline",
     "fit",
     "gap_for_tr",
     "grouped_metrics",
