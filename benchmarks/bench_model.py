@@ -20,8 +20,8 @@ peak of allocated GPU memory):
   The two alternate, ``--repeats`` times each, and the best run of each is reported.
 
 ``quality``: a simulated resting-state scan (or several subjects) whose ROI BOLD is
-driven by the EEG's band power through the HRF (``bids_neurobolt.simulate``; clean EEG
-resampled to 200 Hz, no MR artifacts, ROI signals plus measurement noise, the paper's
+driven by the EEG through ``--coupling`` (``bids_neurobolt.simulate.couplings``; clean
+EEG at 200 Hz, no MR artifacts, ROI signals plus measurement noise, the paper's
 0.15 Hz low-pass and 95th-percentile scaling). NeuroBOLT and the ridge baseline are
 trained on the same split (intra-scan 80/10/10 with 10-TR gaps, or inter-subject with
 ``--subjects > 1``) and their test Pearson r are printed side by side. ``--model small``
@@ -53,6 +53,18 @@ CHANNELS = ("FP1", "FP2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "F7", 
             "TP9", "TP10")  # fmt: skip
 PAPER_INTER_WINDOWS = 10_206
 PAPER_EPOCHS = 20
+#: ``--coupling`` choices: bids_neurobolt.simulate.couplings.COUPLINGS, and the former
+#: name of its ``nonlinear`` coupling.
+COUPLING_CHOICES = (
+    "linear",
+    "interaction",
+    "hrf-lag",
+    "nonlinear",
+    "spatial",
+    "control-unrelated",
+    "control-shifted",
+)
+COUPLING_ALIASES = {"interaction": "nonlinear"}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -350,62 +362,42 @@ def interaction_coupling(truth) -> np.ndarray:
     """ROI BOLD whose EEG-driven half is a product of two band-power latents.
 
     The simulator drives each ROI with ``w_r · z`` (band log-power latents ``z``), the
-    ridge baseline's own form. Here the EEG-driven part is replaced by
-    ``sqrt(1/2) w_r·z / sd + sqrt(1/2) z_i z_j / sd`` (``i``, ``j``: the two bands the ROI is
-    most strongly coupled to), convolved with the same HRF and given the same SD per
-    ROI; the ROI's own component and the global signal are kept. A model linear in
-    band log-power can explain only the first half.
+    ridge baseline's own form. Here the EEG-driven part is replaced by the ``nonlinear``
+    coupling of :mod:`bids_neurobolt.simulate.couplings`: ``sqrt(1/2) w_r·z / sd +
+    sqrt(1/2) p_r / sd`` with ``p_r`` the product of the two band latents the ROI is most
+    strongly coupled to (less its linear fit by the latents), convolved with the same HRF
+    and given the same SD per ROI; the ROI's own component and the global signal are
+    kept. A model linear in band log-power can explain only the first half.
     """
-    from bids_neurobolt.simulate.bold import canonical_hrf
+    from bids_neurobolt.simulate.couplings import coupled_bold, interaction_drive
 
-    z, times = truth.latents, truth.latent_times
-    weights = np.asarray(truth.roi_weights)
-    linear = z @ weights.T
-    pairs = np.argsort(-np.abs(weights), axis=1)[:, :2]
-    product = z[:, pairs[:, 0]] * z[:, pairs[:, 1]]
-    drive = np.sqrt(0.5) * linear / linear.std(0) + np.sqrt(0.5) * product / product.std(0)
-    hrf = canonical_hrf(float(times[1] - times[0]))
-    bold = np.column_stack([np.convolve(c, hrf)[: c.size] for c in drive.T])
-    sampled = np.column_stack([np.interp(truth.roi_times, times, c) for c in bold.T])
-    eeg_part = truth.roi_eeg_signals
-    sampled = (sampled - sampled.mean(0)) / sampled.std(0) * eeg_part.std(0)
-    return truth.bold_roi_signals() - eeg_part + sampled
+    return coupled_bold(truth, interaction_drive(truth.latents, truth.roi_weights))[1]
 
 
 def simulated_runs(
     n_subjects: int, duration: float, tr: float, seed: int, noise: float, coupling: str = "linear"
 ):
-    """Clean 200 Hz EEG, volume markers and scaled ROI targets of simulated resting runs."""
-    from scipy.signal import butter, filtfilt, resample_poly
+    """Clean 200 Hz EEG, volume markers and scaled ROI targets of simulated resting runs.
 
-    from bids_neurobolt.simulate.dataset import SimulationConfig, simulate_run, subject_model
+    One run per subject (1..``n_subjects``, one seed) from
+    :func:`bids_neurobolt.simulate.couplings.simulate_coupled_run`; ``interaction`` is
+    the ``nonlinear`` coupling's former name.
+    """
+    from bids_neurobolt.simulate.couplings import simulate_coupled_run
 
-    config = SimulationConfig(
-        n_subjects=n_subjects,
-        duration=duration,
-        sfreq=1000.0,
-        tr=tr,
-        n_channels=len(CHANNELS),
-        ecg=False,
-        seed=seed,
-        pre_scan=2.0,
-        post_scan=2.0,
-    )
-    config.validate()
+    name = COUPLING_ALIASES.get(coupling, coupling)
     runs = []
     for index in range(1, n_subjects + 1):
-        rng = np.random.default_rng([seed, 2, index, 0, 0])
-        run = simulate_run(config, subject_model(config, index), rng, scanner=False)
-        truth = run.truth
-        eeg = resample_poly(truth.clean_eeg.astype(np.float64), 1, 5, axis=1)
-        markers = np.round(truth.roi_times * 200.0).astype(np.int64)
-        bold = truth.bold_roi_signals() if coupling == "linear" else interaction_coupling(truth)
-        bold = bold + noise * bold.std(axis=0) * rng.standard_normal(bold.shape)
-        b, a = butter(5, 0.15 / (0.5 / tr))
-        bold = filtfilt(b, a, bold, axis=0)
-        bold = bold - bold.mean(axis=0)
-        bold = bold / (np.percentile(np.abs(bold), 95, axis=0) + 1e-8)
-        runs.append((eeg, markers, bold, truth.ch_names, truth.roi_names))
+        run = simulate_coupled_run(
+            name,
+            duration=duration,
+            tr=tr,
+            seed=seed,
+            noise=noise,
+            n_channels=len(CHANNELS),
+            subject=index,
+        )
+        runs.append((run.eeg, run.markers, run.targets, run.ch_names, run.roi_names))
     return runs
 
 
@@ -557,10 +549,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--coupling",
-        choices=("linear", "interaction"),
+        choices=COUPLING_CHOICES,
         default="linear",
-        help="quality: the simulator's EEG->BOLD coupling (linear in band log-power, the "
-        "ridge model's form), or half of it replaced by products of band latents",
+        help="quality: the EEG->BOLD coupling (bids_neurobolt.simulate.couplings): the "
+        "simulator's (linear in band log-power, the ridge model's form); 'interaction' "
+        "(= 'nonlinear'): half of it replaced by products of band latents; 'hrf-lag', "
+        "'spatial', or a null control",
     )
     parser.add_argument("--model", choices=("paper", "small", "sloppy"), default="paper")
     parser.add_argument("--seed", type=int, default=0)
