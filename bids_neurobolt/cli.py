@@ -25,6 +25,7 @@ from bids_neurobolt.config import (
     PRECISIONS,
     REMOVAL_MODES,
     SCALINGS,
+    SPLITS,
     STEPS,
     Config,
     load_config_file,
@@ -220,6 +221,7 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
     put("science", "random_seed", params["random_seed"])
     put("science", "sloppy", params["sloppy"])
     put("science", "folds", params["folds"])
+    put("science", "split", params["split"])
     put("science", "prediction_tr", params["tr"], name="tr")
     put("science.sync", "volume_markers", params["volume_marker"], name="volume_marker")
     put("science.sync", "slice_markers", params["slice_marker"], name="slice_marker")
@@ -426,6 +428,16 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
     show_default=True,
     help="With --model: step (s) of the prediction grid of EEG recorded without volume "
     "markers; 0: the repetition time the model was trained at.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(SPLITS),
+    default="blocked-cv",
+    show_default=True,
+    help="Evaluation within a run ('model' stage): blocked-cv predicts every window once "
+    "out of sample (5 contiguous folds with 20 s gaps; needs about 5 min of scan), then "
+    "trains the saved model on every window; paper is NeuroBOLT's chronological "
+    "80/10/10 split (tests on the last tenth: needs 15 min or more to be evaluable).",
 )
 @click.option(
     "--folds",

@@ -183,6 +183,9 @@ class ScienceConfig:
     folds : int
         Folds of the group level's inter-subject cross-validation; 0 chooses
         ``min(5, n_subjects)`` (two subjects: each tests the model trained on the other).
+    split : {"blocked-cv", "paper"}
+        Evaluation within a run (``model`` stage): blocked 5-fold cross-validation (every
+        window predicted once out of sample) or the paper's chronological 80/10/10 split.
     """
 
     sync: SyncConfig = field(default_factory=SyncConfig)
@@ -196,6 +199,7 @@ class ScienceConfig:
     sloppy: bool = False
     prediction_tr: float = 0.0
     folds: int = 0
+    split: str = "blocked-cv"
 
     def __post_init__(self) -> None:
         if not 0 <= self.prediction_tr <= 60:
@@ -212,6 +216,7 @@ class ScienceConfig:
             raise ConfigError(f"random_seed must be in [0, 2**32). Got {self.random_seed!r}.")
         _check_choice("confounds", self.confounds, CONFOUND_STRATEGIES)
         _check_choice("scaling", self.scaling, SCALINGS)
+        _check_choice("split", self.split, SPLITS)
         if not 0 < self.lowpass < 10:
             raise ConfigError(f"lowpass must be a cut-off in Hz in (0, 10). Got {self.lowpass!r}.")
 
@@ -244,6 +249,8 @@ CONFOUND_STRATEGIES: tuple[str, ...] = (
     "motion6+wmcsf",
     "motion24+wmcsf",
 )
+#: Evaluation schemes within a run (kept equal to bids_neurobolt.train.evaluation.SPLIT_KINDS).
+SPLITS: tuple[str, ...] = ("blocked-cv", "paper")
 #: Target scalings (kept equal to bids_neurobolt.fmri.targets.SCALINGS).
 SCALINGS: tuple[str, ...] = ("absmax", "zscore", "none")
 
@@ -264,6 +271,7 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
         "random_seed",
         "sloppy",
         "prediction_tr",
+        "split",
     ),
 }
 #: The group level depends on everything the participant-level model does, and the folds.

@@ -376,39 +376,64 @@ def predicted_vs_measured(
     return to_svg(fig)
 
 
-def roi_correlations(metrics, split: str = "test") -> str:
-    """Bar chart of the correlation per ROI, NeuroBOLT vs the ridge baseline.
+def roi_correlations(metrics, split: str = "test", unit: str = "volumes") -> str:
+    """Correlation per ROI with its 95 % CI: NeuroBOLT and the ridge baselines.
 
     Parameters
     ----------
     metrics : pandas.DataFrame
         The ``desc-neurobolt_metrics.tsv`` table (``roi``, ``split``, ``pearson_r`` and,
-        when trained here, ``baseline_r``).
+        when present, ``baseline_r``, ``fir_r``, their ``_ci_low``/``_ci_high`` and
+        ``n_eff``).
     split : str
         The set shown.
+    unit : str
+        What ``n`` counts (in the title).
 
     Returns
     -------
     str
-        SVG text.
+        SVG text. ROIs whose r is n/a (too few effective samples) are marked as such.
     """
     plt = _pyplot()
-    rows = metrics[metrics["split"] == split]
+    rows = metrics[metrics["split"] == split].reset_index(drop=True)
     names = rows["roi"].tolist()
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(names) + 2), 3.0))
-    has_baseline = "baseline_r" in rows and rows["baseline_r"].notna().any()
-    width = 0.4 if has_baseline else 0.6
-    ax.bar(x - (width / 2 if has_baseline else 0), rows["pearson_r"], width, color="tab:red",
-           label="NeuroBOLT")  # fmt: skip
-    if has_baseline:
-        ax.bar(x + width / 2, rows["baseline_r"], width, color="tab:gray", label="ridge baseline")
+    models = [
+        (column, label, color)
+        for column, label, color in (
+            ("pearson_r", "NeuroBOLT", "tab:red"),
+            ("baseline_r", "HRF ridge", "tab:gray"),
+            ("fir_r", "FIR ridge", "tab:blue"),
+        )
+        if column in rows and (column == "pearson_r" or rows[column].notna().any())
+    ]
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * len(names) + 2.5), 3.2))
+    for i, (column, label, color) in enumerate(models):
+        offset = (i - (len(models) - 1) / 2) * width
+        values = rows[column].to_numpy(dtype=float)
+        low_name = "pearson_r_ci_low" if column == "pearson_r" else f"{column}_ci_low"
+        high_name = "pearson_r_ci_high" if column == "pearson_r" else f"{column}_ci_high"
+        error = None
+        if low_name in rows and high_name in rows:
+            low, high = rows[low_name].to_numpy(float), rows[high_name].to_numpy(float)
+            error = np.vstack([values - low, high - values])
+        ax.bar(x + offset, np.nan_to_num(values), width, color=color, label=label,
+               yerr=error, error_kw={"lw": 0.8, "capsize": 2})  # fmt: skip
+    if "n_eff" in rows:
+        for j in np.flatnonzero(rows["pearson_r"].isna().to_numpy()):
+            ax.text(x[j], 0.02, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xticks(x, names, rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel("Pearson r")
-    ax.legend(fontsize=7)
-    ax.set_title(f"Correlation per ROI ({split} set, {int(rows['n'].iloc[0])} volumes)", fontsize=9)
+    ax.set_ylabel("Pearson r (95 % CI)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    title = f"Correlation per ROI ({split}, {int(rows['n'].iloc[0])} {unit}"
+    if "n_eff" in rows and rows["n_eff"].notna().any():
+        title += f", median n_eff {float(rows['n_eff'].median()):.0f}"
+    ax.set_title(title + ")", fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
     return to_svg(fig)
 
 

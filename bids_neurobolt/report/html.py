@@ -13,6 +13,7 @@ import json
 import platform
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,11 +54,20 @@ SECTIONS: tuple[tuple[str, str, dict[str, str]], ...] = (
         "NeuroBOLT model",
         {
             "training": "Training and validation loss per epoch.",
-            "prediction": "Predicted and measured BOLD on the test part.",
-            "roir": "Test correlation per ROI, NeuroBOLT vs ridge baseline.",
+            "prediction": "Measured BOLD and out-of-sample predictions (test windows).",
+            "roir": "Out-of-sample correlation per ROI with 95 % moving-block bootstrap "
+            "CIs, NeuroBOLT vs the HRF and FIR ridges; n/a where the test windows hold "
+            "fewer than 10 effective samples (too short to evaluate).",
         },
     ),
 )
+
+#: Group figures (``desc-`` label) and their captions.
+GROUP_FIGURES: dict[str, str] = {
+    "roir": "Mean correlation over held-out subjects per ROI, with 95 % CIs: NeuroBOLT, "
+    "HRF ridge and FIR ridge.",
+    "rhist": "Distribution of the test r per ROI across held-out runs.",
+}
 
 _PACKAGES = ("torch", "mne", "mne-bids", "pybids", "nilearn", "nibabel", "numpy", "scipy")
 
@@ -100,10 +110,11 @@ def write_participant_report(output_dir: Path, subject: str) -> Path:
     runs = collect_runs(output_dir, subject)
     snapshot = _latest_snapshot(output_dir)
     steps = [key for key, _, _ in SECTIONS if any(_has(run, key) for run in runs)]
-    paragraph, references = methods_parts(steps, __version__)
-    writer.write_text(
-        output_dir / "logs" / "methods.md", f"# Methods\n\n{methods_markdown(steps, __version__)}"
-    )
+    sidecars = output_dir.glob(f"sub-{subject}/**/func/*_desc-neurobolt_timeseries.json")
+    weights = model_starts(sidecars)
+    paragraph, references = methods_parts(steps, __version__, weights=weights)
+    methods = methods_markdown(steps, __version__, weights=weights)
+    writer.write_text(output_dir / "logs" / "methods.md", f"# Methods\n\n{methods}")
     html = _template("participant.html").render(
         subject=subject,
         version=__version__,
@@ -118,6 +129,19 @@ def write_participant_report(output_dir: Path, subject: str) -> Path:
         references=references,
     )
     return writer.write_text(naming.participant_report_path(output_dir, subject), html)
+
+
+def model_starts(sidecars: Iterable[Path]) -> list[dict[str, str] | None]:
+    """How the trained models of these prediction sidecars started (``PretrainedWeights``).
+
+    Sidecars of applied models (``--model``), which trained nothing, are left out.
+    """
+    starts = []
+    for path in sidecars:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if "BestEpoch" in meta:  # written only when the run trained its model
+            starts.append(meta.get("PretrainedWeights"))
+    return starts
 
 
 def write_group_report(output_dir: Path) -> Path:
@@ -136,7 +160,7 @@ def write_group_report(output_dir: Path) -> Path:
     table_style = {"index": False, "float_format": "%.3f", "border": 0}
     folds: dict[str, Any] = {}
     summary = per_run = None
-    group_figures: list[str] = []
+    group_figures: list[Figure] = []
     for path in sorted((output_dir / "group").glob("group_*_desc-neurobolt_folds.json")):
         folds = json.loads(path.read_text(encoding="utf-8"))
         stem = path.name.removesuffix("_folds.json")
@@ -147,8 +171,11 @@ def write_group_report(output_dir: Path) -> Path:
         pivot = metrics.pivot_table(index="run", columns="roi", values="pearson_r", sort=False)
         per_run = pivot.reset_index().to_html(**table_style)
         group_figures = [
-            p.relative_to(output_dir).as_posix()
-            for p in sorted((output_dir / "group" / "figures").glob("group_*_desc-rhist_bold.svg"))
+            Figure(p.relative_to(output_dir).as_posix(), caption)
+            for desc, caption in GROUP_FIGURES.items()
+            for p in sorted(
+                (output_dir / "group" / "figures").glob(f"group_*_desc-{desc}_bold.svg")
+            )
         ]
     intrascan_rows = []
     for path in sorted(output_dir.glob("sub-*/**/func/*_desc-neurobolt_metrics.tsv")):
@@ -176,7 +203,8 @@ def write_group_report(output_dir: Path) -> Path:
             warnings.append((path.stem, texts))
     subjects = sorted({p.name[4:] for p in output_dir.glob("sub-*") if p.is_dir()})
     steps = ["clean", "targets", "model"] if folds else ["clean", "targets"]
-    paragraph, references = methods_parts(steps, __version__)
+    weights = [folds["PretrainedWeights"]] if "PretrainedWeights" in folds else []
+    paragraph, references = methods_parts(steps, __version__, weights=weights)
     snapshot = _latest_snapshot(output_dir)
     html = _template("group.html").render(
         subjects=subjects,

@@ -43,7 +43,12 @@ from bids_neurobolt.config import Config
 from bids_neurobolt.derivatives import naming, writer
 from bids_neurobolt.errors import ConfigError, DataError, MissingInputError
 from bids_neurobolt.report import figures
-from bids_neurobolt.stages.model import read_clean_eeg
+from bids_neurobolt.stages.model import (
+    describe_start,
+    labram_weights,
+    read_clean_eeg,
+    statistics_methods,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +86,7 @@ def group_paths(output_dir: Path, atlas: str) -> dict[str, Path]:
         "folds": folder / f"{stem}_folds.json",
         "history": folder / f"{stem}_history.tsv",
         "figure": folder / "figures" / f"group_atlas-{atlas}_desc-rhist_bold.svg",
+        "summary_figure": folder / "figures" / f"group_atlas-{atlas}_desc-roir_bold.svg",
         "model": output_dir / "models" / f"{stem}_model",
     }
 
@@ -349,11 +355,11 @@ def _evaluate(
         Runtime,
         TrainConfig,
         concatenate,
-        grouped_metrics,
         is_main_process,
-        ridge_baseline,
+        pearson_r,
         train_neurobolt,
     )
+    from bids_neurobolt.train.metrics import evaluation_table
 
     science = config.science
     stack, run_index = concatenate([r.windows for r in runs])
@@ -377,7 +383,12 @@ def _evaluate(
         precision=config.execution.precision,  # type: ignore[arg-type]
         progress=False,
     )
-    rows, folds_meta, histories = [], [], []
+    from bids_neurobolt.train.baselines import baseline_features
+    from bids_neurobolt.train.evaluation import baseline_fold_predictions
+
+    sfreq = runs[0].windows.sfreq
+    features = {kind: baseline_features(stack, kind=kind, sfreq=sfreq) for kind in ("hrf", "fir")}
+    rows, raw, folds_meta, histories = [], [], [], []
     for fold, (split, sets) in enumerate(zip(splits, described, strict=True), start=1):
         logger.info(
             "group fold %d/%d: train %s | validate %s | test %s (%d/%d/%d windows).",
@@ -389,24 +400,27 @@ def _evaluate(
             seed=science.random_seed, pretrained=pretrained, train_config=train_config,
             runtime=runtime,
         )  # fmt: skip
-        baseline = ridge_baseline(stack, y, split, roi_names=roi_names, sfreq=runs[0].windows.sfreq)
-        test = split.test
-        ours = grouped_metrics(y[test], fit.predictions[test], labels[test], roi_names)
-        base = grouped_metrics(y[test], baseline.predictions[test], labels[test], roi_names)
-        merged = ours.merge(
-            base.rename(columns={"pearson_r": "baseline_r", "mse": "baseline_mse"}),
-            on=["group", "roi", "n"],
-        )
-        merged.insert(0, "fold", fold)
-        rows.append(merged)
+        predictions = {
+            "neurobolt": fit.predictions,
+            **baseline_fold_predictions(features, y, split),
+        }
+        for run in pd.unique(labels[split.test]):
+            idx = split.test[labels[split.test] == run]
+            table = evaluation_table(y, predictions, {"test": idx}, roi_names,
+                                     seed=science.random_seed)  # fmt: skip
+            table.insert(0, "fold", fold)
+            table.insert(1, "run", run)
+            rows.append(table)
+            r = {name: pearson_r(y[idx], values[idx]) for name, values in predictions.items()}
+            raw.append(pd.DataFrame({"run": run, "roi": roi_names, **r}))
         histories.append(fit.history.assign(fold=str(fold)))
         folds_meta.append(
             {**sets, "best_epoch": fit.best_epoch, "windows": split.sizes(),
              "history": fit.history.round(6).to_dict(orient="list"), "device": fit.device}
         )  # fmt: skip
-    metrics = pd.concat(rows, ignore_index=True).rename(columns={"group": "run"})
+    metrics = pd.concat(rows, ignore_index=True)
     metrics.insert(1, "subject", [r.split("_")[0].removeprefix("sub-") for r in metrics["run"]])
-    summary = summarise(metrics)
+    summary = summarise(pd.concat(raw, ignore_index=True))
 
     # One model from every subject (the first fold's validation subjects pick the epoch).
     from bids_neurobolt.train import Split
@@ -429,8 +443,11 @@ def _evaluate(
         target_scaling={"Method": science.scaling, "Note": "per run, see each desc-bold sidecar"},
         training={"split": "inter-subject, all subjects", "subjects": sorted(set(subjects)),
                   "validation_subjects": val_subjects, "best_epoch": final.best_epoch,
-                  "repetition_time": repetition_time, "train_config": train_config.to_dict()},
+                  "repetition_time": repetition_time,
+                  "train_config": final.extra.get("train_config", train_config.to_dict()),
+                  "labram_weights": labram_weights(config.inputs.pretrained)},
     )  # fmt: skip
+    logger.info("group level model: %s", describe_start(config.inputs.pretrained, final))
     if not is_main_process():  # under torchrun, the main process writes
         return GroupResult("done", [], metrics)
     paths["model"].parent.mkdir(parents=True, exist_ok=True)
@@ -447,9 +464,11 @@ def _evaluate(
         meta = naming.table_sidecar(
             table.columns, Description=description, Sources=[folds_uri],
             RandomSeed=science.random_seed, SoftwareVersion=f"bids-neurobolt {__version__}",
+            **({"Methods": statistics_methods(group=key == "summary")} if key != "history" else {}),
         )  # fmt: skip
         outputs.append(writer.write_json(naming.sidecar_path(paths[key]), meta))
     outputs.append(writer.write_text(paths["figure"], figures.r_histograms(metrics)))
+    outputs.append(writer.write_text(paths["summary_figure"], summary_figure(summary)))
     split_kind = (
         "explicit (--group-split)"
         if config.inputs.group_split
@@ -466,32 +485,133 @@ def _evaluate(
                 "Channels": ch_names,
                 "ROIs": roi_names,
                 "Model": model_uri,
-                "TrainConfig": train_config.to_dict(),
+                "TrainConfig": final.extra.get("train_config", train_config.to_dict()),
+                "PretrainedWeights": labram_weights(config.inputs.pretrained),
+                "Verdict": verdict(summary),
                 "Fingerprint": fingerprint,
                 "RandomSeed": science.random_seed,
             },
         )
     )
-    test_r = summary.set_index("roi")["mean_r"]
     logger.info(
-        "group level: %d runs of %d subjects, %d fold(s); mean test r over ROIs %.3f "
-        "(ridge baseline %.3f).",
-        len(runs), len(set(subjects)), len(splits), float(test_r.mean()),
-        float(summary["mean_baseline_r"].mean()),
+        "group level: %d runs of %d subjects, %d fold(s). %s",
+        len(runs), len(set(subjects)), len(splits), verdict(summary),
     )  # fmt: skip
     return GroupResult("done", outputs, metrics)
 
 
-def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per ROI: runs, mean, SD and median of the test r, and the baseline's mean r."""
-    grouped = metrics.groupby("roi", sort=False)
-    return pd.DataFrame(
-        {
-            "roi": list(grouped.groups),
-            "n_runs": grouped["pearson_r"].count().to_numpy(),
-            "mean_r": grouped["pearson_r"].mean().to_numpy(),
-            "sd_r": grouped["pearson_r"].std(ddof=1).to_numpy(),
-            "median_r": grouped["pearson_r"].median().to_numpy(),
-            "mean_baseline_r": grouped["baseline_r"].mean().to_numpy(),
-        }
+def summarise(raw: pd.DataFrame) -> pd.DataFrame:
+    """Per ROI, across held-out subjects: mean r with CI for each model, and paired tests.
+
+    Parameters
+    ----------
+    raw : pandas.DataFrame
+        One row per held-out run and ROI: ``run``, ``roi`` and the Pearson r of
+        ``neurobolt``, ``baseline`` (HRF ridge) and ``fir`` (FIR ridge) on that run's
+        windows (whatever their effective size: subjects, not windows, are the unit
+        of inference here).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``roi``, ``n_subjects``, ``n_runs``; ``mean_r`` (mean over subjects of each
+        subject's mean r over its runs) with ``mean_r_ci_low``/``mean_r_ci_high`` (t
+        interval of Fisher-z values), ``sd_r``, ``median_r``, ``p_value`` (sign-flip
+        test of r > 0 across subjects) and ``q_value`` (Benjamini-Hochberg over ROIs);
+        the same mean and CI for the ridges (``mean_baseline_r``, ``mean_fir_r``...);
+        ``p_value_vs_baseline``, ``q_value_vs_baseline``, ``p_value_vs_fir`` (sign-flip
+        tests of NeuroBOLT r > ridge r across subjects) and ``p_value_below_baseline``
+        (ridge r > NeuroBOLT r).
+    """
+    from bids_neurobolt.train.stats import (
+        benjamini_hochberg,
+        mean_r_ci,
+        paired_sign_flip_p,
     )
+
+    raw = raw.assign(subject=[r.split("_")[0].removeprefix("sub-") for r in raw["run"]])
+    per_subject = raw.groupby(["roi", "subject"], sort=False)[["neurobolt", "baseline", "fir"]]
+    subjects = per_subject.mean().reset_index()
+    rows = []
+    for roi, part in subjects.groupby("roi", sort=False):
+        row: dict[str, Any] = {
+            "roi": roi,
+            "n_subjects": int(part["neurobolt"].notna().sum()),
+            "n_runs": int(raw.loc[raw["roi"] == roi, "neurobolt"].notna().sum()),
+        }
+        for name, prefix in (("neurobolt", "mean_r"), ("baseline", "mean_baseline_r"),
+                             ("fir", "mean_fir_r")):  # fmt: skip
+            mean, low, high = mean_r_ci(part[name].to_numpy(float))
+            row.update({prefix: mean, f"{prefix}_ci_low": low, f"{prefix}_ci_high": high})
+            if name == "neurobolt":
+                row["sd_r"] = float(part[name].std(ddof=1)) if len(part) > 1 else np.nan
+                row["median_r"] = float(part[name].median())
+        ours = part["neurobolt"].to_numpy(float)
+        row["p_value"] = paired_sign_flip_p(ours, np.zeros_like(ours))
+        row["p_value_vs_baseline"] = paired_sign_flip_p(ours, part["baseline"].to_numpy(float))
+        row["p_value_below_baseline"] = paired_sign_flip_p(part["baseline"].to_numpy(float), ours)
+        row["p_value_vs_fir"] = paired_sign_flip_p(ours, part["fir"].to_numpy(float))
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    summary.insert(
+        summary.columns.get_loc("p_value") + 1, "q_value",
+        benjamini_hochberg(summary["p_value"].to_numpy(float)),
+    )  # fmt: skip
+    summary.insert(
+        summary.columns.get_loc("p_value_vs_baseline") + 1, "q_value_vs_baseline",
+        benjamini_hochberg(summary["p_value_vs_baseline"].to_numpy(float)),
+    )  # fmt: skip
+    return summary
+
+
+def summary_figure(summary: pd.DataFrame) -> str:
+    """Mean r over held-out subjects per ROI with 95 % CIs, NeuroBOLT and both ridges."""
+    shown = pd.DataFrame({
+        "roi": summary["roi"], "split": "held-out subjects", "n": summary["n_subjects"],
+        **{f"{new}{end}": summary[f"{old}{end}"]
+           for new, old in (("pearson_r", "mean_r"), ("baseline_r", "mean_baseline_r"),
+                            ("fir_r", "mean_fir_r"))
+           for end in ("", "_ci_low", "_ci_high")},
+    })  # fmt: skip
+    return figures.roi_correlations(shown, split="held-out subjects", unit="subjects")
+
+
+def verdict(summary: pd.DataFrame) -> str:
+    """Say in words how NeuroBOLT compares with the ridge across held-out subjects.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        :func:`summarise`'s table.
+
+    Returns
+    -------
+    str
+        Mean r over ROIs of both models, and in how many ROIs NeuroBOLT is significantly
+        above or below the HRF ridge (q < 0.05; one-sided sign-flip tests across
+        subjects), with the smallest p-value the number of subjects allows.
+    """
+    n_subjects = int(summary["n_subjects"].max()) if len(summary) else 0
+    if n_subjects < 2:
+        return "Fewer than two held-out subjects: no comparison across subjects is possible."
+    from bids_neurobolt.train.stats import benjamini_hochberg
+
+    above = int((summary["q_value_vs_baseline"] < 0.05).sum())
+    below_q = benjamini_hochberg(summary["p_value_below_baseline"].to_numpy(float))
+    below = int((below_q < 0.05).sum())
+    smallest = 1.0 / 2 ** min(n_subjects, 16)
+    text = (
+        f"Across {n_subjects} held-out subjects, NeuroBOLT's mean r over {len(summary)} ROIs "
+        f"is {summary['mean_r'].mean():.3f} against {summary['mean_baseline_r'].mean():.3f} "
+        f"for the HRF ridge and {summary['mean_fir_r'].mean():.3f} for the FIR ridge. "
+        f"NeuroBOLT is significantly above the HRF ridge in {above} ROI(s) and significantly "
+        f"below it in {below} (q < 0.05, sign-flip tests across subjects)."
+    )
+    if smallest > 0.05:
+        text += (
+            f" With {n_subjects} subjects the smallest possible p-value is {smallest:.3g}, "
+            "so no difference can reach significance: add subjects to test one."
+        )
+    elif below == 0:
+        text += " NeuroBOLT is not significantly below the ridge in any ROI."
+    return text

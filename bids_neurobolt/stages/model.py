@@ -282,6 +282,25 @@ def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(path)
 
 
+def labram_weights(path: Path | None) -> dict[str, str] | None:
+    """Name the LaBraM weights a model started from: file and SHA-256 (None: from scratch)."""
+    if path is None:
+        return None
+    return {"file": Path(path).name, "sha256": _fingerprint(Path(path)) or ""}
+
+
+def describe_start(path: Path | None, fit: Any) -> str:
+    """One log line on how the network started and the layer-wise decay it trained with."""
+    decay = fit.extra.get("train_config", {}).get("layer_decay")
+    if path is None or fit.pretrained is None:
+        return f"trained from scratch (no LaBraM weights), layer-wise lr decay {decay:g}"
+    weights = labram_weights(path) or {}
+    return (
+        f"LaBraM weights {weights.get('file')} (SHA-256 {weights.get('sha256', '')[:12]}...): "
+        f"{fit.pretrained.summary()}; layer-wise lr decay {decay:g}"
+    )
+
+
 def _inputs_fingerprint(ctx: RunContext) -> dict[str, str | None]:
     inputs = ctx.config.inputs
     try:
@@ -337,13 +356,9 @@ def _epoch_logger(ctx: RunContext) -> Any:
 
 def _train(ctx: RunContext, data: RunData) -> StageResult:
     from bids_neurobolt.model.weights import ModelMetadata, save_model
-    from bids_neurobolt.train import (
-        gap_for_tr,
-        intra_scan_split,
-        make_windows,
-        ridge_baseline,
-        train_neurobolt,
-    )
+    from bids_neurobolt.train import gap_for_tr, make_windows, train_neurobolt
+    from bids_neurobolt.train.evaluation import evaluate_run, make_run_splits, too_short
+    from bids_neurobolt.train.stats import MIN_N_EFF
 
     assert data.targets is not None and data.repetition_time is not None
     science, inputs = ctx.config.science, ctx.config.inputs
@@ -351,54 +366,47 @@ def _train(ctx: RunContext, data: RunData) -> StageResult:
     windows = make_windows(data.eeg, data.volumes, ch_names=data.ch_names, sfreq=data.sfreq)
     roi_names = list(data.targets.columns)
     y = data.targets.to_numpy(np.float32)[windows.volumes]
+    gap = gap_for_tr(data.repetition_time, SPLIT_GAP_SECONDS)
     try:
-        split = intra_scan_split(
-            len(windows), gap=gap_for_tr(data.repetition_time, SPLIT_GAP_SECONDS)
-        )
+        splits = make_run_splits(science.split, len(windows), gap)
     except DataError as exc:
         warnings.warn(
-            f"NeuroboltWarning: {ctx.spec.label}: NeuroBOLT not trained on this run: "
-            f"{exc.message} {exc.fix or ''}".strip(),
+            f"{ctx.spec.label}: NeuroBOLT not trained on this run: {exc.message}",
             NeuroboltWarning,
             stacklevel=1,
         )
-        return StageResult(
-            "not applicable", f"run too short for the intra-scan split: {exc.message}"
-        )
+        return StageResult("not applicable", f"run too short for --split {science.split}")
     pretrained = labram_state(inputs.pretrained) if inputs.pretrained is not None else None
     logger.info(
-        "%s: training NeuroBOLT on %d windows x %d channels, %d ROI(s) (train %d, val %d, "
-        "test %d)%s.",
+        "%s: training NeuroBOLT on %d windows x %d channels, %d ROI(s), %s%s.",
         ctx.spec.label,
         len(windows),
         len(data.ch_names),
         len(roi_names),
-        split.train.size,
-        split.val.size,
-        split.test.size,
+        f"{len(splits)}-fold blocked cross-validation" if len(splits) > 1 else "paper split",
         ", sloppy" if science.sloppy else "",
     )
-    fit = train_neurobolt(
-        windows.data, y, split, ch_names=data.ch_names, roi_names=roi_names,
-        sloppy=science.sloppy, seed=science.random_seed, pretrained=pretrained,
-        runtime=_runtime(ctx), callback=_epoch_logger(ctx),
+
+    def train(split: Any, keep_epoch: int | None = None) -> Any:
+        return train_neurobolt(
+            windows.data, y, split, ch_names=data.ch_names, roi_names=roi_names,
+            sloppy=science.sloppy, seed=science.random_seed, pretrained=pretrained,
+            runtime=_runtime(ctx), callback=_epoch_logger(ctx), keep_epoch=keep_epoch,
+        )  # fmt: skip
+
+    result = evaluate_run(
+        windows.data, y, splits, train=train, roi_names=roi_names, sfreq=data.sfreq,
+        seed=science.random_seed,
     )  # fmt: skip
-    if fit.pretrained is not None:
-        logger.info("%s: LaBraM weights: %s", ctx.spec.label, fit.pretrained.summary())
-    baseline = ridge_baseline(windows.data, y, split, roi_names=roi_names, sfreq=data.sfreq)
-    metrics = fit.metrics.merge(
-        baseline.metrics.rename(
-            columns={"baseline_pearson_r": "baseline_r", "baseline_mse": "baseline_mse"}
-        ),
-        on=["roi", "split", "n"],
-        how="left",
-    )
-    sets = split.labels(len(windows))
+    fit, metrics = result.final, result.metrics
+    logger.info("%s: %s", ctx.spec.label, describe_start(inputs.pretrained, fit))
     atlas = data.atlas or "custom"
     training = {
-        "split": "intra-scan, chronological 80/10/10",
-        "gap_volumes": int(gap_for_tr(data.repetition_time, SPLIT_GAP_SECONDS)),
-        "windows": split.sizes(),
+        "split": result.description,
+        "split_kind": result.split,
+        "gap_volumes": int(gap),
+        "windows": {name: int(idx.size) for name, idx in result.sets.items()},
+        "folds": result.folds,
         "excluded_volumes": windows.excluded.tolist(),
         "repetition_time": data.repetition_time,
         "best_epoch": fit.best_epoch,
@@ -409,6 +417,7 @@ def _train(ctx: RunContext, data: RunData) -> StageResult:
         "seconds": round(fit.seconds, 2),
         "train_config": fit.extra.get("train_config", {}),
         "pretrained": None if fit.pretrained is None else fit.pretrained.summary(),
+        "labram_weights": labram_weights(inputs.pretrained),
     }
     metadata = ModelMetadata.for_model(
         fit.model, roi_names, atlas=atlas, target_scaling=data.scaling,
@@ -425,33 +434,65 @@ def _train(ctx: RunContext, data: RunData) -> StageResult:
         **ctx.provenance("model"),
     )
     history_json = writer.write_json(naming.sidecar_path(history), history_meta)
-    predictions = _per_volume(fit.predictions, windows.volumes, len(data.targets), roi_names)
-    baseline_table = _per_volume(
-        baseline.predictions, windows.volumes, len(data.targets), roi_names
-    )
-    _training_figures(ctx, data, fit, metrics, predictions, baseline_table, windows.volumes, sets)
+    n_rows = len(data.targets)
+    predictions = _per_volume(result.predictions["neurobolt"], windows.volumes, n_rows, roi_names)
+    baseline_table = _per_volume(result.predictions["baseline"], windows.volumes, n_rows, roi_names)
+    test_volumes = windows.volumes[np.sort(result.sets["test"])]
+    _training_figures(ctx, data, fit, metrics, predictions, baseline_table, test_volumes)
     extra = {
         "Model": writer.derivative_uri(ctx.output_dir, model_files[0]),
-        "Split": {
-            name: _volume_ranges(windows.volumes[split[name]]) for name in ("train", "val", "test")
-        },
+        "Evaluation": result.description,
+        "Predictions": "out of sample: each volume predicted by the fold model that did not "
+        "train on it"
+        if result.split == "blocked-cv"
+        else "the trained model's, for every "
+        "volume with a full window (training volumes in sample)",
+        "Split": {name: _volume_ranges(windows.volumes[idx]) for name, idx in result.sets.items()},
         "BestEpoch": fit.best_epoch,
         "Device": fit.device,
         "Precision": fit.precision,
         "TrainingSeconds": round(fit.seconds, 2),
-        "PretrainedWeights": None if inputs.pretrained is None else str(inputs.pretrained),
+        "PretrainedWeights": training["labram_weights"],
         "PretrainedReport": training["pretrained"],
     }
     written = _write(ctx, data, atlas, predictions, metrics, extra)
-    test = metrics[metrics["split"] == "test"]
-    logger.info(
-        "%s: NeuroBOLT test r (median over %d ROIs) %.3f; ridge baseline %.3f.",
-        ctx.spec.label,
-        len(test),
-        float(test["pearson_r"].median()),
-        float(test["baseline_r"].median()),
-    )
+    short = too_short(metrics)
+    if short:
+        warnings.warn(
+            f"{ctx.spec.label}: the test windows of {len(short)} of {len(roi_names)} ROI(s) "
+            f"hold fewer than {MIN_N_EFF:g} effective samples, too few to evaluate a "
+            "correlation: their r, CI and p are n/a. Use longer runs (blocked-cv needs "
+            "about 5 min, --split paper 15 min or more), or evaluate across subjects at the "
+            "group level.",
+            NeuroboltWarning,
+            stacklevel=1,
+        )
+    _log_test_summary(ctx.spec.label, metrics)
     return StageResult("done", outputs=[*model_files, history, history_json, *written])
+
+
+def _log_test_summary(label: str, metrics: pd.DataFrame) -> None:
+    """Log the out-of-sample r of each model with its CI, and how many ROIs are significant."""
+    test = metrics[metrics["split"] == "test"].dropna(subset=["pearson_r"])
+    if test.empty:
+        logger.info("%s: no ROI could be evaluated (too few effective samples).", label)
+        return
+    parts = []
+    for name, column in (
+        ("NeuroBOLT", "pearson_r"),
+        ("ridge", "baseline_r"),
+        ("FIR ridge", "fir_r"),
+    ):
+        parts.append(
+            f"{name} {test[column].median():.3f} (CI {test[f'{column}_ci_low'].median():.2f} to "
+            f"{test[f'{column}_ci_high'].median():.2f})"
+        )
+    logger.info(
+        "%s: out-of-sample r, median over %d evaluable ROI(s): %s; NeuroBOLT significant "
+        "(q < 0.05) in %d, above ridge (p < 0.05) in %d.",
+        label, len(test), "; ".join(parts), int((test["q_value"] < 0.05).sum()),
+        int((test["p_value_vs_baseline"] < 0.05).sum()),
+    )  # fmt: skip
 
 
 def _check_volumes(data: RunData) -> None:
@@ -471,7 +512,8 @@ def _check_volumes(data: RunData) -> None:
 
 def _apply(ctx: RunContext, data: RunData) -> StageResult:
     from bids_neurobolt.model.weights import check_compatible, load_model
-    from bids_neurobolt.train import make_windows, metrics_table, predict, regular_markers
+    from bids_neurobolt.train import make_windows, predict, regular_markers
+    from bids_neurobolt.train.metrics import evaluation_table
 
     model_path = ctx.config.inputs.model
     assert model_path is not None
@@ -509,7 +551,10 @@ def _apply(ctx: RunContext, data: RunData) -> StageResult:
     if data.targets is not None and compat.roi_index is not None:
         _check_volumes(data)
         measured = data.targets.to_numpy(np.float32)[windows.volumes][:, compat.roi_index]
-        metrics = metrics_table(measured, values, {"all": np.arange(len(windows))}, roi_names)
+        metrics = evaluation_table(
+            measured, {"neurobolt": values}, {"all": np.arange(len(windows))}, roi_names,
+            seed=ctx.config.science.random_seed,
+        )  # fmt: skip
     tr = float(grid_tr or data.repetition_time or metadata.training.get("repetition_time", 0))
     extra = {
         "Model": str(model_path),
@@ -569,7 +614,9 @@ def _write(
         written.append(writer.write_tsv(path, metrics, FLOAT_FORMAT))
         sidecar_meta = naming.table_sidecar(
             metrics.columns,
-            Description="Prediction quality of NeuroBOLT and the ridge baseline per ROI and set.",
+            Description="Prediction quality of NeuroBOLT and the ridge baselines per ROI and "
+            "set, with effective sample sizes, bootstrap CIs, null and paired p-values.",
+            Methods=statistics_methods(),
             Sources=[writer.derivative_uri(ctx.output_dir, tsv)],
             **ctx.provenance("model"),
         )
@@ -614,6 +661,27 @@ def _write(
     return written
 
 
+def statistics_methods(*, group: bool = False) -> dict[str, str]:
+    """Say how each statistic of a metrics table is computed (for its JSON sidecar).
+
+    The ``baseline_`` entries describe the HRF ridge; the FIR ridge's ``fir_`` columns are
+    computed the same way. ``group`` adds the across-subject statistics of the summary.
+    """
+    from bids_neurobolt.train.stats import GROUP_METHODS, METHODS
+
+    methods = {key: text for key, text in METHODS.items() if key not in ("roi", "n")}
+    methods.update(
+        {
+            key.replace("baseline", "fir"): text.replace("baseline", "FIR ridge")
+            for key, text in METHODS.items()
+            if "baseline" in key
+        }
+    )
+    if group:
+        methods.update(GROUP_METHODS)
+    return methods
+
+
 def to_percent_signal_change(
     predictions: pd.DataFrame, scaling: dict[str, Any]
 ) -> pd.DataFrame | None:
@@ -653,15 +721,13 @@ def _training_figures(
     metrics: pd.DataFrame,
     predictions: pd.DataFrame,
     baseline: pd.DataFrame,
-    volumes: np.ndarray,
-    sets: np.ndarray,
+    test_volumes: np.ndarray,
 ) -> None:
     entities = ctx.spec.entities
     writer.write_text(
         naming.figure_path(ctx.output_dir, entities, "training", "bold"),
         figures.training_curves(fit.history, fit.best_epoch),
     )
-    test_volumes = volumes[sets == "test"]
     assert data.targets is not None and data.repetition_time is not None
     writer.write_text(
         naming.figure_path(ctx.output_dir, entities, "prediction", "bold"),

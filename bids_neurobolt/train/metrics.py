@@ -2,7 +2,9 @@
 
 The paper reports Pearson r (and MSE) between predicted and measured ROI time series
 on the test windows; for inter-subject models, r and MSE are computed per held-out scan
-and averaged (:func:`grouped_metrics`).
+and averaged (:func:`grouped_metrics`). :func:`evaluation_table` adds what a reader
+needs to trust an r (effective sample size, bootstrap CI, null p-value, paired tests
+against the baselines, FDR q-values; :mod:`~bids_neurobolt.train.stats`).
 
 References
 ----------
@@ -140,3 +142,114 @@ def grouped_metrics(
                 {"group": group, "roi": roi, "n": int(idx.size), "pearson_r": r[j], "mse": e[j]}
             )
     return pd.DataFrame(rows, columns=["group", "roi", "n", "pearson_r", "mse"])
+
+
+#: Models of an evaluation table and the prefix of their columns (NeuroBOLT has none).
+MODELS: dict[str, str] = {"neurobolt": "", "baseline": "baseline_", "fir": "fir_"}
+
+
+def evaluation_table(
+    y_true: ArrayLike,
+    predictions: Mapping[str, ArrayLike],
+    sets: Mapping[str, ArrayLike],
+    roi_names: Sequence[str],
+    *,
+    seed: int = 0,
+    blocks: ArrayLike | None = None,
+) -> pd.DataFrame:
+    """Correlations with their uncertainty for NeuroBOLT and the baselines, per ROI and set.
+
+    Parameters
+    ----------
+    y_true : array-like, shape (n_windows, n_rois)
+        Measured values.
+    predictions : mapping of str to array-like, shape (n_windows, n_rois)
+        ``neurobolt`` and, when present, ``baseline`` (HRF ridge) and ``fir`` (FIR
+        ridge), on the same windows.
+    sets : mapping of str to array-like of int
+        Window indices of each set (sets with no windows are skipped).
+    roi_names : sequence of str
+        Column names.
+    seed : int
+        Seed of the bootstrap and of the surrogates.
+    blocks : array-like of int | None
+        Cross-validation fold of each window: the correlation statistics of a set are
+        computed after removing each fold's mean from the targets and from every
+        prediction (:func:`centre_within`); the MSEs use the values as they are.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per set and ROI: ``roi``, ``split``, ``n``, ``n_eff``, ``pearson_r``,
+        ``pearson_r_ci_low``, ``pearson_r_ci_high``, ``p_value``, ``q_value``, ``mse``;
+        per baseline ``<b>_r``, ``<b>_r_ci_low``, ``<b>_r_ci_high``, ``<b>_p_value``,
+        ``<b>_mse`` and ``p_value_vs_<b>`` (``<b>`` is ``baseline`` or ``fir``). The
+        correlation columns are NaN (written ``n/a``) where ``n_eff`` is below
+        :data:`~bids_neurobolt.train.stats.MIN_N_EFF`: too short to evaluate.
+    """
+    from bids_neurobolt.train.stats import correlation_table
+
+    raw_true, raw_ours = _as_2d(y_true), _as_2d(predictions["neurobolt"])
+    y_true, ours = raw_true, raw_ours
+    if blocks is not None:
+        y_true, ours = centre_within(raw_true, blocks), centre_within(raw_ours, blocks)
+    parts = []
+    for name, idx in sets.items():
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.size == 0:
+            continue
+        table = correlation_table(y_true[idx], ours[idx], roi_names=roi_names, seed=seed)
+        table.insert(1, "split", name)
+        table["mse"] = mse(raw_true[idx], raw_ours[idx])
+        for model, prefix in MODELS.items():
+            if not prefix or model not in predictions:
+                continue
+            raw_theirs = _as_2d(predictions[model])
+            theirs = raw_theirs if blocks is None else centre_within(raw_theirs, blocks)
+            paired = correlation_table(
+                y_true[idx], ours[idx], theirs[idx], roi_names=roi_names, seed=seed
+            )
+            table[f"{prefix}r"] = paired["baseline_r"].to_numpy()
+            table[f"{prefix}r_ci_low"] = paired["baseline_r_ci_low"].to_numpy()
+            table[f"{prefix}r_ci_high"] = paired["baseline_r_ci_high"].to_numpy()
+            table[f"{prefix}p_value"] = paired["baseline_p_value"].to_numpy()
+            table[f"{prefix}mse"] = mse(raw_true[idx], raw_theirs[idx])
+            table[f"p_value_vs_{prefix.rstrip('_')}"] = paired["p_value_vs_baseline"].to_numpy()
+        parts.append(table)
+    return pd.concat(parts, ignore_index=True)
+
+
+def centre_within(values: ArrayLike, blocks: ArrayLike) -> NDArray[np.float64]:
+    """Subtract each block's mean from its rows (columns separately).
+
+    Out-of-sample predictions of blocked cross-validation come from one model per fold,
+    each with the intercept of its own training windows. Pooled across folds, those
+    intercepts form a step function that is *anti*-correlated with the test blocks' means
+    (a test block above the run's mean leaves training windows below it), which biases
+    a pooled correlation downwards, to clearly negative values for a model that predicts
+    little more than its training mean. Centring targets and predictions within each
+    fold's test block removes that artifact; the correlation then measures how well each
+    model follows the BOLD within the blocks.
+
+    Parameters
+    ----------
+    values : array-like, shape (n, k)
+        Values in window order.
+    blocks : array-like of int, shape (n,)
+        Block (fold) of each row.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, k)
+
+    References
+    ----------
+    .. [1] Varoquaux G (2018). Cross-validation failure: small sample sizes lead to large
+       error bars. NeuroImage 180:68-77.
+    """
+    out = _as_2d(values).copy()
+    blocks = np.asarray(blocks)
+    for block in np.unique(blocks):
+        rows = blocks == block
+        out[rows] -= np.nanmean(out[rows], axis=0)
+    return out

@@ -55,19 +55,31 @@ def test_every_subject_is_tested_once_on_a_model_that_never_saw_it(group_out: Pa
         assert fold["train"] and fold["val"]
 
     metrics = pd.read_csv(group_out / f"{GROUP}_metrics.tsv", sep="\t", dtype={"subject": str})
-    assert list(metrics.columns) == [
-        "fold", "subject", "run", "roi", "n", "pearson_r", "mse", "baseline_r", "baseline_mse"
+    assert list(metrics.columns[:8]) == [
+        "fold", "subject", "run", "roi", "split", "n", "n_eff", "pearson_r"
     ]  # fmt: skip
+    statistics = {"pearson_r_ci_low", "pearson_r_ci_high", "p_value", "q_value", "baseline_r",
+                  "baseline_p_value", "p_value_vs_baseline", "fir_r", "p_value_vs_fir"}  # fmt: skip
+    assert statistics <= set(metrics.columns)
     assert len(metrics) == 3 * 7  # 3 runs x (6 ROIs + global signal)
+    assert (metrics["split"] == "test").all()
     for _, row in metrics.iterrows():
         assert row["subject"] in folds["Folds"][row["fold"] - 1]["test"]
-    assert np.isfinite(metrics[["pearson_r", "baseline_r"]]).all().all()
+    # r is n/a exactly where the run alone holds fewer than 10 effective samples
+    assert (metrics["pearson_r"].isna() == (metrics["n_eff"] < 10)).all()
     summary = pd.read_csv(group_out / f"{GROUP}_summary.tsv", sep="\t")
-    expected = metrics.groupby("roi", sort=False)["pearson_r"].mean()
+    evaluable = metrics.groupby("roi", sort=False)["pearson_r"].agg(lambda r: r.notna().all())
+    expected = metrics.groupby("roi", sort=False)["pearson_r"].mean()[evaluable]
     np.testing.assert_allclose(
-        summary.set_index("roi")["mean_r"], expected[summary["roi"]], atol=1e-5
+        summary.set_index("roi")["mean_r"][expected.index], expected, atol=1e-5
     )
-    assert (summary["n_runs"] == 3).all()
+    assert (summary["n_runs"] == 3).all() and (summary["n_subjects"] == 3).all()
+    for column in ("mean_r_ci_low", "mean_r_ci_high", "mean_baseline_r", "mean_fir_r",
+                   "p_value", "q_value", "p_value_vs_baseline", "q_value_vs_baseline"):  # fmt: skip
+        assert summary[column].notna().all(), column
+    # an exact sign-flip test over 3 subjects cannot go below 1/8
+    assert (summary["p_value_vs_baseline"] >= 0.125).all()
+    assert "smallest possible p-value is 0.125" in folds["Verdict"]
     history = pd.read_csv(group_out / f"{GROUP}_history.tsv", sep="\t", dtype={"fold": str})
     assert history["fold"].unique().tolist() == ["1", "2", "3", "all"]
     for number, fold in enumerate(folds["Folds"], start=1):
@@ -100,6 +112,8 @@ def test_group_report_links_work_after_a_move(group_out: Path, tmp_path: Path) -
     for marker in ("NeuroBOLT across subjects", "Artifact cleaning across runs", "sub-03.html"):
         assert marker in html
     assert "group/figures/group_atlas-simulated_desc-rhist_bold.svg" in html
+    assert "group/figures/group_atlas-simulated_desc-roir_bold.svg" in html
+    assert "smallest possible p-value" in html  # the verdict, in words
     assert (moved / "group/figures/group_atlas-simulated_desc-rhist_bold.svg").is_file()
     assert html.count("_task-rest</td>") >= 3  # one cleaning row per run
 

@@ -315,9 +315,15 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_once(monkeypatch, caplog):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     loop._warn_without_native_bf16.cache_clear()
     runtime = Runtime(device="cpu", precision="bf16", progress=False)
-    with caplog.at_level("WARNING", logger="bids_neurobolt.train.loop"):
-        assert runtime.autocast_dtype(torch.device("cpu")) == torch.bfloat16
-        runtime.autocast_dtype(torch.device("cpu"))
+    # the CLI's logging setup (earlier tests) stops propagation to the root logger, where
+    # caplog listens: listen on the module's logger itself
+    loop.logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("WARNING", logger="bids_neurobolt.train.loop"):
+            assert runtime.autocast_dtype(torch.device("cpu")) == torch.bfloat16
+            runtime.autocast_dtype(torch.device("cpu"))
+    finally:
+        loop.logger.removeHandler(caplog.handler)
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1 and "emulated and slower than float32" in messages[0]
     loop._warn_without_native_bf16.cache_clear()

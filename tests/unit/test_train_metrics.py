@@ -44,3 +44,22 @@ def test_metrics_table_and_per_scan_metrics():
     assert len(per_scan) == 6
     first = per_scan.query("group == 'sub-11' and roi == 'Thalamus'").iloc[0]
     assert first["pearson_r"] == pytest.approx(pearson_r(y[10:20, 0], p[10:20, 0])[0])
+
+
+def test_centring_within_folds_removes_the_anticorrelation_of_fold_intercepts():
+    """A model that predicts its training windows' mean correlates negatively when pooled."""
+    from bids_neurobolt.train.metrics import centre_within
+
+    rng = np.random.default_rng(0)
+    y = np.cumsum(rng.standard_normal(200))
+    y = (y - y.mean())[:, None]
+    blocks = np.repeat(np.arange(5), 40)
+    mean_model = np.array([y[blocks != b].mean() for b in blocks])[:, None]
+    assert pearson_r(y, mean_model)[0] < -0.5  # the artifact
+    centred = centre_within(mean_model, blocks)
+    np.testing.assert_allclose(centred, 0.0, atol=1e-12)
+    assert np.isnan(pearson_r(centre_within(y, blocks), centred)[0])
+    # a model that follows the series within blocks keeps its correlation
+    follower = y + 0.5 * rng.standard_normal(y.shape) + 3.0 * blocks[:, None]
+    r = pearson_r(centre_within(y, blocks), centre_within(follower, blocks))[0]
+    assert r > 0.8
