@@ -190,7 +190,13 @@ def inter_subject(coupling: str, seed: int, opts: argparse.Namespace) -> list[di
     n = opts.inter_subject
     runs = [
         simulate_coupled_run(
-            coupling, duration=opts.duration, tr=opts.tr, seed=seed, noise=opts.noise, subject=s
+            coupling,
+            duration=opts.duration,
+            tr=opts.tr,
+            seed=seed,
+            noise=opts.noise,
+            subject=s,
+            n_channels=opts.channels,
         )
         for s in range(1, n + 1)
     ]
@@ -201,7 +207,9 @@ def inter_subject(coupling: str, seed: int, opts: argparse.Namespace) -> list[di
     y = y.astype(np.float32)
     ch_names, roi_names = list(runs[0].ch_names), list(runs[0].roi_names)
     features = {kind: baseline_features(windows, kind=kind) for kind in ("hrf", "fir")}
-    predictions = {m: np.full(y.shape, np.nan, np.float32) for m in MODELS}
+    with_neurobolt = seed < opts.first_seed + opts.neurobolt_seeds
+    models = MODELS if with_neurobolt else tuple(m for m in MODELS if m != "neurobolt")
+    predictions = {m: np.full(y.shape, np.nan, np.float32) for m in models}
     train = trainer(windows, y, ch_names, roi_names, opts, seed, 64)
     for test in range(n):
         val = (test + 1) % n
@@ -211,7 +219,8 @@ def inter_subject(coupling: str, seed: int, opts: argparse.Namespace) -> list[di
             np.flatnonzero(subject == test),
         )
         rows = split.test
-        predictions["neurobolt"][rows] = train(split).predictions[rows]
+        if with_neurobolt:
+            predictions["neurobolt"][rows] = train(split).predictions[rows]
         for name, values in baseline_fold_predictions(features, y, split).items():
             predictions[name][rows] = values[rows]
         predictions["oracle"][rows] = baseline_predictions(drive, y, split.train, split.val)[rows]

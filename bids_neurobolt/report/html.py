@@ -131,6 +131,11 @@ def write_participant_report(output_dir: Path, subject: str) -> Path:
     return writer.write_text(naming.participant_report_path(output_dir, subject), html)
 
 
+def _r(value: float) -> str:
+    """Format a correlation for a table (``n/a`` where it could not be evaluated)."""
+    return "n/a" if pd.isna(value) else f"{value:.2f}"
+
+
 def model_starts(sidecars: Iterable[Path]) -> list[dict[str, str] | None]:
     """How the trained models of these prediction sidecars started (``PretrainedWeights``).
 
@@ -157,7 +162,7 @@ def write_group_report(output_dir: Path) -> Path:
     Path
         The report written.
     """
-    table_style = {"index": False, "float_format": "%.3f", "border": 0}
+    table_style = {"index": False, "float_format": "%.3f", "border": 0, "na_rep": "n/a"}
     folds: dict[str, Any] = {}
     summary = per_run = None
     group_figures: list[Figure] = []
@@ -185,7 +190,7 @@ def write_group_report(output_dir: Path) -> Path:
             continue
         row = {"run": path.name.split("_space-")[0]}
         pairs = zip(test["roi"], test["pearson_r"], test["baseline_r"], strict=True)
-        row.update({roi: f"{ours:.2f} / {base:.2f}" for roi, ours, base in pairs})
+        row.update({roi: f"{_r(ours)} / {_r(base)}" for roi, ours, base in pairs})
         intrascan_rows.append(row)
     intrascan = (
         pd.DataFrame(intrascan_rows).to_html(index=False, border=0) if intrascan_rows else None
@@ -266,7 +271,7 @@ def collect_runs(output_dir: Path, subject: str) -> list[RunEntry]:
         for metrics in root.rglob(f"{label}_*desc-neurobolt_metrics.tsv"):
             table = pd.read_csv(metrics, sep="\t")
             shown = table[table["split"].isin(["test", "all"])]  # every set is in the TSV
-            entry.metrics = shown.to_html(index=False, float_format="%.3f", border=0)
+            entry.metrics = shown.to_html(index=False, float_format="%.3f", border=0, na_rep="n/a")
         for key, _, captions in SECTIONS:
             figures = [
                 Figure(svg.relative_to(output_dir).as_posix(), captions[desc])

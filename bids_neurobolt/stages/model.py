@@ -4,13 +4,14 @@ Training (no ``--model``), for a run with cleaned EEG and ROI targets:
 
 1. windows: the 16 s of ``desc-clean`` EEG (model channels, 200 Hz) that end at each
    volume marker, paired with that volume's row of the ``desc-bold`` targets;
-2. the paper's chronological split: first 80 % of the windows train, the next 10 %
-   validate and the rest test, each later part without its first 20 s (10 TRs at 2.1 s);
-3. NeuroBOLT trained on the training windows (``--pretrained``: LaBraM weights first),
-   the epoch kept by validation loss; the ridge baseline on band powers on the same
-   split;
-4. ``desc-neurobolt_timeseries.tsv`` (a prediction for every volume with a full window),
-   ``desc-neurobolt_metrics.tsv`` (r and MSE per ROI and set, NeuroBOLT and baseline),
+2. evaluation (:mod:`bids_neurobolt.train.evaluation`): by default blocked 5-fold
+   cross-validation, every window predicted once by a NeuroBOLT trained on the rest of
+   the run (20 s gaps), then the saved model trained on every window; with ``--split
+   paper`` the paper's chronological 80/10/10 split. NeuroBOLT starts from scratch, or
+   from LaBraM weights with ``--pretrained``; the HRF and FIR ridges run on the same folds;
+3. ``desc-neurobolt_timeseries.tsv`` (a prediction for every volume with a full window,
+   out of sample under blocked cross-validation), ``desc-neurobolt_metrics.tsv`` (per ROI
+   and set: r with n_eff, CI, null and paired p-values, q-values; n/a when too short),
    ``models/<run>_atlas-<A>_desc-neurobolt_model.safetensors`` with its JSON, figures.
 
 Applying (``--model PATH``), for any run with cleaned EEG, EEG-only runs included:
