@@ -119,32 +119,25 @@ def score(y, predictions, groups, seed) -> list[dict[str, Any]]:
     return rows
 
 
-def ridge_predictions(windows, y, splits) -> dict[str, np.ndarray]:
-    """Out-of-sample predictions of both ridges, fold by fold (as evaluate_run makes them)."""
-    from bids_neurobolt.train.baselines import baseline_features
-    from bids_neurobolt.train.evaluation import baseline_fold_predictions
+def linear_predictions(features: dict[str, np.ndarray], y, splits) -> dict[str, np.ndarray]:
+    """Out-of-sample ridge predictions from each feature set, fold by fold.
 
-    features = {kind: baseline_features(windows, kind=kind) for kind in ("hrf", "fir")}
-    out = {name: np.full(y.shape, np.nan, np.float32) for name in ("baseline", "fir")}
-    for split in splits:
-        for name, values in baseline_fold_predictions(features, y, split).items():
-            out[name][split.test] = values[split.test]
-    return out
-
-
-def oracle_predictions(drive, y, splits) -> np.ndarray:
-    """Out-of-sample ridge predictions from the true drive, fold by fold."""
+    The ridges' features (``baseline``: HRF, ``fir``: FIR) give what evaluate_run makes;
+    the true drive gives the oracle.
+    """
     from bids_neurobolt.train.baselines import baseline_predictions
 
-    out = np.full(y.shape, np.nan, dtype=np.float32)
+    out = {name: np.full(y.shape, np.nan, np.float32) for name in features}
     for split in splits:
-        out[split.test] = baseline_predictions(drive, y, split.train, split.val)[split.test]
+        for name, x in features.items():
+            out[name][split.test] = baseline_predictions(x, y, split.train, split.val)[split.test]
     return out
 
 
 def intra_scan(coupling: str, seed: int, opts: argparse.Namespace) -> list[dict[str, Any]]:
     from bids_neurobolt.simulate.couplings import simulate_coupled_run
     from bids_neurobolt.train import gap_for_tr, make_windows
+    from bids_neurobolt.train.baselines import baseline_features
     from bids_neurobolt.train.evaluation import evaluate_run, fold_labels, make_run_splits
     from bids_neurobolt.train.metrics import centre_within
 
@@ -173,8 +166,12 @@ def intra_scan(coupling: str, seed: int, opts: argparse.Namespace) -> list[dict[
         )
         predictions = dict(result.predictions)
     else:  # the linear models only (NeuroBOLT's rows are left out of this seed)
-        predictions = ridge_predictions(windows.data, y, splits)
-    predictions["oracle"] = oracle_predictions(drive, y, splits)
+        features = {
+            name: baseline_features(windows.data, kind=kind)
+            for name, kind in (("baseline", "hrf"), ("fir", "fir"))
+        }
+        predictions = linear_predictions(features, y, splits)
+    predictions.update(linear_predictions({"oracle": drive}, y, splits))
     # as the app's metrics: correlations within folds (each fold model has its own intercept)
     blocks = fold_labels(splits, len(y))
     centred = {name: centre_within(values, blocks) for name, values in predictions.items()}
