@@ -87,6 +87,7 @@ def trainer(windows, targets, ch_names, roi_names, opts, seed, batch):
             model_config=architecture(opts.model),
             train_config=recipe(opts, seed, batch),
             runtime=runtime,
+            per_roi=opts.per_roi,
             keep_epoch=keep_epoch,
         )
 
@@ -279,6 +280,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tr", type=float, default=2.1)
     parser.add_argument("--noise", type=float, default=0.3)
     parser.add_argument("--model", choices=("paper", "small", "sloppy"), default="sloppy")
+    parser.add_argument(
+        "--per-roi", action="store_true", help="one NeuroBOLT per ROI (the paper's setup)"
+    )
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -333,7 +337,8 @@ def main(argv: list[str] | None = None) -> None:
                 )
     table = summarise(pd.DataFrame(rows))
     print(
-        f"\nScience benchmark: model '{opts.model}', {opts.epochs} epochs (lr {opts.lr:g}, "
+        f"\nScience benchmark: model '{opts.model}'{' per ROI' if opts.per_roi else ''}, "
+        f"{opts.epochs} epochs (lr {opts.lr:g}, "
         f"warm-up {opts.warmup}), {opts.duration:.0f} s runs at TR {opts.tr} s, noise "
         f"{opts.noise}, {opts.channels} channels, device {opts.device}; NeuroBOLT on the first "
         f"{opts.neurobolt_seeds} seed(s); {time.perf_counter() - started:.0f} s in all."

@@ -222,6 +222,7 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
     put("science", "sloppy", params["sloppy"])
     put("science", "folds", params["folds"])
     put("science", "split", params["split"])
+    put("science", "per_roi", params["per_roi"])
     put("science", "prediction_tr", params["tr"], name="tr")
     put("science.sync", "volume_markers", params["volume_marker"], name="volume_marker")
     put("science.sync", "slice_markers", params["slice_marker"], name="slice_marker")
@@ -438,6 +439,13 @@ def build_config(ctx: click.Context, params: dict[str, Any]) -> Config:
     "out of sample (5 contiguous folds with 20 s gaps; needs about 5 min of scan), then "
     "trains the saved model on every window; paper is NeuroBOLT's chronological "
     "80/10/10 split (tests on the last tenth: needs 15 min or more to be evaluable).",
+)
+@click.option(
+    "--per-roi",
+    is_flag=True,
+    help="Train one NeuroBOLT per ROI, as the paper did (ROIs' models share nothing; "
+    "training costs as many times as there are ROIs), instead of one model predicting "
+    "every ROI.",
 )
 @click.option(
     "--folds",

@@ -186,6 +186,9 @@ class ScienceConfig:
     split : {"blocked-cv", "paper"}
         Evaluation within a run (``model`` stage): blocked 5-fold cross-validation (every
         window predicted once out of sample) or the paper's chronological 80/10/10 split.
+    per_roi : bool
+        Train one NeuroBOLT per ROI, as the paper did, instead of one multi-output model
+        (``model`` stage and group level).
     """
 
     sync: SyncConfig = field(default_factory=SyncConfig)
@@ -200,6 +203,7 @@ class ScienceConfig:
     prediction_tr: float = 0.0
     folds: int = 0
     split: str = "blocked-cv"
+    per_roi: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.prediction_tr <= 60:
@@ -272,6 +276,7 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
         "sloppy",
         "prediction_tr",
         "split",
+        "per_roi",
     ),
 }
 #: The group level depends on everything the participant-level model does, and the folds.

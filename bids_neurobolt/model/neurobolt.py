@@ -4,6 +4,11 @@ Two branches read the same 16 s window: the LaBraM spatiotemporal encoder
 (:mod:`.labram`) and the multi-scale spectral encoder (:mod:`.spectral`). Their 200-d
 outputs are summed, passed through a GELU and a linear head with one output per ROI.
 
+By default one model predicts every ROI (the branches are shared). With
+:attr:`NeuroBOLTConfig.per_roi`, as in the paper, each ROI has a model of its own: the
+module holds one single-output NeuroBOLT per ROI and concatenates their outputs, so that
+saving, loading, training and prediction treat it as any other NeuroBOLT.
+
 Inputs are EEG windows in units of 100 µV with each channel's mean over the window
 removed (:func:`bids_neurobolt.train.windows.make_windows` prepares them).
 
@@ -77,6 +82,9 @@ class NeuroBOLTConfig:
         Apply GELU to the fused features before the head (the paper's setting).
     head_init_scale : float
         Factor applied to the head's initial weights and biases.
+    per_roi : bool
+        One single-output model per ROI (the paper's setting) instead of one model with
+        an output per ROI; nothing is shared between the ROIs' models.
     """
 
     sfreq: float = 200.0
@@ -97,6 +105,7 @@ class NeuroBOLTConfig:
     position_dropout: float = 0.1
     head_activation: bool = True
     head_init_scale: float = 0.001
+    per_roi: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spectral_scales", tuple(float(s) for s in self.spectral_scales))
@@ -225,6 +234,12 @@ class NeuroBOLT(nn.Module):
 
     def _build(self) -> None:
         config = self.config
+        if config.per_roi:
+            single = dataclasses.replace(config, per_roi=False)
+            self.members = nn.ModuleList(
+                NeuroBOLT(self.ch_names, 1, config=single) for _ in range(self.n_outputs)
+            )
+            return
         self.labram = LaBraMEncoder(
             self.ch_names,
             n_patches=config.n_patches,
@@ -258,7 +273,12 @@ class NeuroBOLT(nn.Module):
         Every Linear gets a truncated normal (SD 0.02) with zero bias and every
         LayerNorm unit weight and zero bias; the spectral channel tokens keep a standard
         normal; the head's weights and biases are then multiplied by ``head_init_scale``.
+        A per-ROI model initialises each of its members so.
         """
+        if self.config.per_roi:
+            for member in self.members:
+                member.reset_parameters()
+            return
         for module in self.modules():
             init_linear_and_norm(module)
         self.labram.reset_parameters()
@@ -280,6 +300,8 @@ class NeuroBOLT(nn.Module):
                 f"NeuroBOLT expects windows of shape (batch, {len(self.ch_names)}, "
                 f"{self.config.n_times}); got {tuple(x.shape)}."
             )
+        if self.config.per_roi:
+            return torch.cat([member(x) for member in self.members], dim=1)
         batch, n_ch, _ = x.shape
         patches = x.reshape(batch, n_ch, self.config.n_patches, self.config.patch_size)
         fused = self.labram(patches) + self.spectral(x)
@@ -335,11 +357,21 @@ class NeuroBOLT(nn.Module):
         int
             Between 0 (LaBraM embeddings) and :attr:`n_layers` ``- 1`` (LaBraM's last
             block is ``depth``); everything outside the LaBraM blocks and its patch,
-            CLS and spatial embeddings is ``n_layers - 1`` (no decay).
+            CLS and spatial embeddings is ``n_layers - 1`` (no decay). A per-ROI
+            model's parameters (``members.<i>.<name>``) get their member's layer.
         """
+        if self.config.per_roi:
+            index, _, rest = name.removeprefix("members.").partition(".")
+            return self.members[int(index)].layer_id(rest)
         if name.startswith("labram."):
             return self.labram.layer_id(name.removeprefix("labram."))
         return self.config.depth + 1
+
+    def labram_encoders(self) -> list[LaBraMEncoder]:
+        """Return the LaBraM branch of each ROI's model (one, unless per ROI)."""
+        if self.config.per_roi:
+            return [member.labram for member in self.members]
+        return [self.labram]
 
     @property
     def n_layers(self) -> int:

@@ -272,7 +272,7 @@ def load_labram_state(model: NeuroBOLT, state: Mapping[str, torch.Tensor]) -> Lo
     Parameters
     ----------
     model : NeuroBOLT
-        The model; only ``model.labram`` changes.
+        The model; only its LaBraM branches change (every ROI's, in a per-ROI model).
     state : mapping of str to torch.Tensor
         Encoder weights named as in LaBraM (e.g. from :func:`read_labram_state`).
 
@@ -286,7 +286,8 @@ def load_labram_state(model: NeuroBOLT, state: Mapping[str, torch.Tensor]) -> Lo
         When a tensor has the right name but the wrong shape (e.g. weights of another
         LaBraM size, or a ``--sloppy`` model), or when no key matches.
     """
-    target = model.labram.state_dict()
+    encoders = model.labram_encoders()
+    target = encoders[0].state_dict()
     loaded = [k for k in state if k in target and tuple(state[k].shape) == tuple(target[k].shape)]
     wrong = [k for k in state if k in target and k not in loaded]
     unexpected = tuple(k for k in state if k not in target)
@@ -306,8 +307,10 @@ def load_labram_state(model: NeuroBOLT, state: Mapping[str, torch.Tensor]) -> Lo
             fix="Pass LaBraM's labram-base.pth.",
         )
     with torch.no_grad():
-        for key in loaded:
-            target[key].copy_(state[key].to(target[key].dtype))
+        for encoder in encoders:
+            own = encoder.state_dict()
+            for key in loaded:
+                own[key].copy_(state[key].to(own[key].dtype))
     report = LoadReport(
         loaded=tuple(loaded),
         missing=tuple(k for k in target if k not in state),
@@ -315,7 +318,8 @@ def load_labram_state(model: NeuroBOLT, state: Mapping[str, torch.Tensor]) -> Lo
         n_loaded_parameters=sum(state[k].numel() for k in loaded),
         checkpoint=getattr(state, "info", ()),
     )
-    logger.info("LaBraM weights: %s", report.summary())
+    into = f" (into each of {len(encoders)} per-ROI models)" if len(encoders) > 1 else ""
+    logger.info("LaBraM weights%s: %s", into, report.summary())
     return report
 
 

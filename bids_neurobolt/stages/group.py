@@ -397,8 +397,8 @@ def _evaluate(
         )  # fmt: skip
         fit = train_neurobolt(
             stack, y, split, ch_names=ch_names, roi_names=roi_names, sloppy=science.sloppy,
-            seed=science.random_seed, pretrained=pretrained, train_config=train_config,
-            runtime=runtime,
+            per_roi=science.per_roi, seed=science.random_seed, pretrained=pretrained,
+            train_config=train_config, runtime=runtime,
         )  # fmt: skip
         predictions = {
             "neurobolt": fit.predictions,
@@ -433,8 +433,8 @@ def _evaluate(
     )
     final = train_neurobolt(
         stack, y, final_split, ch_names=ch_names, roi_names=roi_names, sloppy=science.sloppy,
-        seed=science.random_seed, pretrained=pretrained, train_config=train_config,
-        runtime=runtime,
+        per_roi=science.per_roi, seed=science.random_seed, pretrained=pretrained,
+        train_config=train_config, runtime=runtime,
     )  # fmt: skip
     repetition_time = float(np.median([r.repetition_time for r in runs]))
     metadata = ModelMetadata.for_model(

@@ -391,8 +391,9 @@ def _train(ctx: RunContext, data: RunData) -> StageResult:
     def train(split: Any, keep_epoch: int | None = None) -> Any:
         return train_neurobolt(
             windows.data, y, split, ch_names=data.ch_names, roi_names=roi_names,
-            sloppy=science.sloppy, seed=science.random_seed, pretrained=pretrained,
-            runtime=_runtime(ctx), callback=_epoch_logger(ctx), keep_epoch=keep_epoch,
+            sloppy=science.sloppy, per_roi=science.per_roi, seed=science.random_seed,
+            pretrained=pretrained, runtime=_runtime(ctx), callback=_epoch_logger(ctx),
+            keep_epoch=keep_epoch,
         )  # fmt: skip
 
     result = evaluate_run(

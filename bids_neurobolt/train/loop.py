@@ -531,7 +531,8 @@ def _predict_on_cpu_workers(
     a bias); several batches at a time, each on one thread, keep every core busy. On two
     cores this predicts 10-15% faster than one batch on two threads
     (``docs/benchmarks.md``). With up to :data:`_MAX_CPU_WORKERS` threads every batch
-    runs on one thread, so the predictions do not depend on the thread count.
+    runs on one thread, so the predictions do not depend on the thread count (beyond the
+last bits of float32 on some processors, whose kernels block differently).
 
     PyTorch gives each new thread the thread count set when it first runs an operator,
     so workers started after ``torch.set_num_threads(per_worker)`` keep it; the caller's
@@ -841,6 +842,7 @@ def train_neurobolt(
     ch_names: Sequence[str],
     roi_names: Sequence[str],
     sloppy: bool = False,
+    per_roi: bool = False,
     seed: int = 0,
     pretrained: Mapping[str, torch.Tensor] | None = None,
     model_config: NeuroBOLTConfig | None = None,
@@ -863,6 +865,10 @@ def train_neurobolt(
         Channels of the windows and ROI columns of the targets.
     sloppy : bool
         Tiny model and two epochs (tests); ignored for parts given explicitly.
+    per_roi : bool
+        One model per ROI (:attr:`NeuroBOLTConfig.per_roi`), whatever ``model_config``
+        says; the ROIs' models train side by side on the same batches, and the epoch
+        kept is chosen on their mean validation loss.
     seed : int
         Seed of the initial weights, shuffling and dropout.
     pretrained : mapping of str to torch.Tensor | None
@@ -884,6 +890,8 @@ def train_neurobolt(
     """
     if model_config is None:
         model_config = NeuroBOLTConfig.sloppy() if sloppy else NeuroBOLTConfig()
+    if per_roi:
+        model_config = dataclasses.replace(model_config, per_roi=True)
     if train_config is None:
         train_config = TrainConfig.sloppy(seed=seed) if sloppy else TrainConfig(seed=seed)
     model = NeuroBOLT(ch_names, len(roi_names), config=model_config, seed=seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -120,9 +121,14 @@ def test_options_reach_the_config(captured, tmp_path):
         "0",
         "--bcg-components",
         "3",
+        "--per-roi",
     )
     assert result.exit_code == 0, result.output
     c = captured[0]
+    assert c.science.per_roi is True
+    assert c.science.digest("model") != dataclasses.replace(c.science, per_roi=False).digest(
+        "model"
+    )
     assert c.science.clean == CleanConfig(
         gradient="off", bcg="on", aas_window=40, obs_components=0, bcg_components=3
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -193,3 +194,35 @@ def test_low_precision_copy_keeps_norms_float32_and_predicts_like_float32():
     r = torch.corrcoef(torch.stack([ref.ravel(), low.float().ravel()]))[0, 1]
     assert r > 0.999
     assert float((low.float() - ref).abs().max()) < 0.05 * float(ref.abs().max())
+
+
+def test_per_roi_model_is_one_independent_model_per_roi():
+    config = dataclasses.replace(TINY, per_roi=True)
+    model = NeuroBOLT(["Cz", "Oz"], 3, config=config, seed=0).eval()
+    single = NeuroBOLT(["Cz", "Oz"], 1, config=TINY, seed=0)
+    assert len(model.members) == 3 and {m.n_outputs for m in model.members} == {1}
+    assert model.n_parameters() == 3 * single.n_parameters()
+    assert not torch.equal(model.members[0].head.weight, model.members[1].head.weight)
+    x = torch.randn(2, 2, TINY.n_times)
+    with torch.inference_mode():
+        y = model(x)
+        assert y.shape == (2, 3)
+        for j, member in enumerate(model.members):
+            assert torch.equal(y[:, j : j + 1], member(x))
+        assert torch.allclose(model.low_precision_copy()(x).float(), y, atol=0.05)
+    # the loss of ROI 1 reaches ROI 1's model only: the ROIs share nothing
+    model.train()
+    model(x)[:, 1].sum().backward()
+    for j, member in enumerate(model.members):
+        reached = any(p.grad is not None and bool(p.grad.abs().sum()) for p in member.parameters())
+        assert reached == (j == 1), j
+    assert model.labram_encoders() == [m.labram for m in model.members]
+    assert single.labram_encoders() == [single.labram]
+
+
+def test_per_roi_parameters_keep_their_members_layers():
+    model = NeuroBOLT(["Cz"], 2, config=dataclasses.replace(TINY, per_roi=True), seed=0)
+    assert model.n_layers == TINY.depth + 2
+    assert model.layer_id("members.1.labram.patch_embed.conv1.weight") == 0
+    assert model.layer_id("members.0.labram.blocks.1.attn.qkv.weight") == 2
+    assert model.layer_id("members.1.head.weight") == TINY.depth + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -408,3 +409,22 @@ def test_metadata_must_describe_the_model(tmp_path):
         save_model(model, tmp_path / "m", meta)
     with pytest.raises(ValueError, match="outputs"):
         ModelMetadata.for_model(model, ["a", "b"])
+
+
+def test_per_roi_models_save_load_and_take_labram_weights_in_every_member(tmp_path):
+    config = dataclasses.replace(NeuroBOLTConfig(), per_roi=True)
+    model = NeuroBOLT(PAPER_CHANNELS, 2, config=config, seed=0)
+    source = {k.removeprefix("student."): v for k, v in labram_base_checkpoint()["model"].items()}
+    report = load_labram_state(model, source)
+    assert report.n_loaded_parameters == 5_819_536
+    for member in model.members:
+        assert torch.equal(
+            member.labram.blocks[7].attn.qkv.weight, source["blocks.7.attn.qkv.weight"]
+        )
+    meta = ModelMetadata.for_model(model, ["A", "B"], atlas="x", config_hash="h", seed=0)
+    _, json_path = save_model(model.eval(), tmp_path / "sub-01_model", meta)
+    loaded, read = load_model(json_path)
+    assert read.model_config["per_roi"] is True and len(loaded.members) == 2
+    x = torch.randn(1, len(PAPER_CHANNELS), 3200)
+    with torch.inference_mode():
+        assert torch.equal(model(x), loaded(x))
