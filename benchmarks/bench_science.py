@@ -26,13 +26,14 @@ null), which must stay near 5 % on the controls. Raw per-ROI rows go to ``--out`
 
 Usage::
 
-    python benchmarks/bench_science.py --seeds 10 --duration 900 --epochs 15
+    python benchmarks/bench_science.py --seeds 10 --neurobolt-seeds 3 --channels 8 --duration 600
     python benchmarks/bench_science.py --couplings nonlinear spatial --model paper --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -59,15 +60,14 @@ def architecture(name: str) -> Any:
 
 
 def recipe(opts: argparse.Namespace, seed: int, batch: int) -> Any:
+    """The app's from-scratch recipe, with any epochs, warm-up or rate given instead."""
     from bids_neurobolt.train import TrainConfig
 
-    return TrainConfig(
-        epochs=opts.epochs,
-        warmup_epochs=min(opts.warmup, opts.epochs - 1),
-        batch_size=batch,
-        lr=opts.lr,
-        seed=seed,
+    given = {"epochs": opts.epochs, "warmup_epochs": opts.warmup, "lr": opts.lr}
+    config = TrainConfig.for_start(
+        False, batch_size=batch, seed=seed, **{k: v for k, v in given.items() if v is not None}
     )
+    return dataclasses.replace(config, warmup_epochs=min(config.warmup_epochs, config.epochs - 1))
 
 
 def trainer(windows, targets, ch_names, roi_names, opts, seed, batch):
@@ -283,9 +283,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--per-roi", action="store_true", help="one NeuroBOLT per ROI (the paper's setup)"
     )
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=int, help="default: the app's from-scratch recipe")
+    parser.add_argument("--warmup", type=int, help="warm-up epochs (default: the app's)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the app's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -336,10 +336,11 @@ def main(argv: list[str] | None = None) -> None:
                     flush=True,
                 )
     table = summarise(pd.DataFrame(rows))
+    used = recipe(opts, opts.first_seed, 16)
     print(
         f"\nScience benchmark: model '{opts.model}'{' per ROI' if opts.per_roi else ''}, "
-        f"{opts.epochs} epochs (lr {opts.lr:g}, "
-        f"warm-up {opts.warmup}), {opts.duration:.0f} s runs at TR {opts.tr} s, noise "
+        f"{used.epochs} epochs (lr {used.lr:g}, "
+        f"warm-up {used.warmup_epochs}), {opts.duration:.0f} s runs at TR {opts.tr} s, noise "
         f"{opts.noise}, {opts.channels} channels, device {opts.device}; NeuroBOLT on the first "
         f"{opts.neurobolt_seeds} seed(s); {time.perf_counter() - started:.0f} s in all."
     )

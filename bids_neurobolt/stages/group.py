@@ -376,7 +376,8 @@ def _evaluate(
     train_config = (
         TrainConfig.sloppy(seed=science.random_seed)
         if science.sloppy
-        else TrainConfig(batch_size=64, seed=science.random_seed)  # the paper's inter-subject batch
+        # the paper's inter-subject batch
+        else TrainConfig.for_start(pretrained is not None, batch_size=64, seed=science.random_seed)
     )
     runtime = Runtime(
         device=device or config.execution.device,

@@ -177,6 +177,38 @@ def test_layer_decay_is_chosen_by_the_start():
     assert explicit.resolved(pretrained=True).layer_decay == 0.8
 
 
+def test_the_recipe_follows_the_start():
+    paper = TrainConfig.for_start(True, seed=3)
+    assert (paper.epochs, paper.warmup_epochs, paper.lr, paper.layer_decay) == (20, 5, 3e-4, 0.65)
+    assert paper.seed == 3
+    scratch = TrainConfig.for_start(False, batch_size=64)
+    assert (scratch.epochs, scratch.warmup_epochs, scratch.lr) == (30, 3, 1e-3)
+    assert (scratch.layer_decay, scratch.batch_size) == (1.0, 64)
+    assert TrainConfig.for_start(False, epochs=5).epochs == 5  # explicit fields win
+
+
+@pytest.mark.parametrize("pretrained", [False, True])
+def test_training_without_a_recipe_takes_the_recipe_of_its_start(monkeypatch, pretrained):
+    import bids_neurobolt.train.loop as loop
+
+    class Seen(Exception):
+        pass
+
+    def spy(model, windows, targets, split, config, *args, **kwargs):
+        raise Seen(config)
+
+    monkeypatch.setattr(loop, "fit", spy)
+    x, y = toy_problem(n=8)
+    split = Split(np.arange(6), np.arange(6, 8), np.zeros(0, dtype=np.int64))
+    state = None
+    if pretrained:
+        state = dict(NeuroBOLT(CHANNELS, 1, config=TINY, seed=5).labram.state_dict())
+    with pytest.raises(Seen) as seen:
+        train_neurobolt(x, y, split, ch_names=CHANNELS, roi_names=["a", "b"],
+                        pretrained=state, model_config=TINY)  # fmt: skip
+    assert seen.value.args[0] == TrainConfig.for_start(pretrained)
+
+
 def test_param_groups_from_scratch_give_every_layer_the_full_rate():
     config = NeuroBOLTConfig(conv_channels=4, heads=4, spectral_depth=1, spectral_heads=4)
     model = NeuroBOLT(["Cz"], 1, config=config, seed=0)
