@@ -229,6 +229,35 @@ def test_bf16_prediction_on_the_cpu_matches_float32(
         assert np.abs(fp32[name] - bf16[name]).max() <= 0.1 * fp32[name].std() + 1e-3, name
 
 
+def test_per_roi_trains_one_model_per_roi_and_the_saved_model_applies(
+    trained: Path, long_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "per-roi"
+    shutil.copytree(trained, out, ignore=shutil.ignore_patterns("models"))
+    result = run_cli(
+        long_dataset, out, "participant", "-w", tmp_path / "w", "--sloppy",
+        "--skip-bids-validation", "--steps", "model", "--split", "paper", "--per-roi",
+        *atlas_args(long_dataset),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "model 1 done" in result.output  # the per-ROI setting is part of the science hash
+    roi_names = list(pd.read_csv(_table(out, "bold"), sep="\t").columns)
+    meta = json.loads((out / f"{MODEL}.json").read_text())
+    assert meta["model_config"]["per_roi"] is True and meta["roi_names"] == roi_names
+    predicted = pd.read_csv(_table(out, "neurobolt"), sep="\t", na_values="n/a").dropna()
+    assert len(predicted) > 100 and predicted.std().gt(0).all()
+    applied = tmp_path / "applied"
+    shutil.copytree(out, applied, ignore=shutil.ignore_patterns("models"))
+    _table(applied, "neurobolt").with_suffix(".json").unlink()
+    result = run_cli(
+        long_dataset, applied, "participant", "-w", tmp_path / "w2", "--skip-bids-validation",
+        "--steps", "model", "--model", out / f"{MODEL}.json", *atlas_args(long_dataset),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    again = pd.read_csv(_table(applied, "neurobolt"), sep="\t", na_values="n/a").dropna()
+    np.testing.assert_allclose(again.to_numpy(), predicted.to_numpy(), atol=1e-4)
+
+
 def test_training_is_deterministic_on_cpu(
     trained: Path, long_dataset: Path, tmp_path: Path
 ) -> None:
