@@ -898,9 +898,10 @@ def train_neurobolt(
     sloppy : bool
         Tiny model and two epochs (tests); ignored for parts given explicitly.
     per_roi : bool
-        One model per ROI (:attr:`NeuroBOLTConfig.per_roi`), whatever ``model_config``
-        says; the ROIs' models train side by side on the same batches, and the epoch
-        kept is chosen on their mean validation loss.
+        True trains one model per ROI (:attr:`NeuroBOLTConfig.per_roi`) whatever
+        ``model_config`` says; False leaves its choice. The ROIs' models train side by
+        side on the same batches, and the epoch kept is chosen on their mean validation
+        loss.
     seed : int
         Seed of the initial weights, shuffling and dropout.
     pretrained : mapping of str to torch.Tensor | None
