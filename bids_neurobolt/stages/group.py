@@ -359,6 +359,7 @@ def _evaluate(
         pearson_r,
         train_neurobolt,
     )
+    from bids_neurobolt.train.loop import epoch_logger
     from bids_neurobolt.train.metrics import evaluation_table
 
     science = config.science
@@ -400,6 +401,7 @@ def _evaluate(
             stack, y, split, ch_names=ch_names, roi_names=roi_names, sloppy=science.sloppy,
             per_roi=science.per_roi, seed=science.random_seed, pretrained=pretrained,
             train_config=train_config, runtime=runtime,
+            callback=epoch_logger(logger, f"group fold {fold}/{len(splits)}"),
         )  # fmt: skip
         predictions = {
             "neurobolt": fit.predictions,
@@ -432,10 +434,15 @@ def _evaluate(
         np.flatnonzero(np.isin(subjects, val_subjects)),
         np.zeros(0, dtype=np.int64),
     )
+    logger.info(
+        "group model: training on %s (%d windows)%s.",
+        ",".join(sorted(set(subjects) - set(val_subjects))), final_split.train.size,
+        f", {','.join(val_subjects)} choosing the epoch" if val_subjects else ", last epoch kept",
+    )  # fmt: skip
     final = train_neurobolt(
         stack, y, final_split, ch_names=ch_names, roi_names=roi_names, sloppy=science.sloppy,
         per_roi=science.per_roi, seed=science.random_seed, pretrained=pretrained,
-        train_config=train_config, runtime=runtime,
+        train_config=train_config, runtime=runtime, callback=epoch_logger(logger, "group model"),
     )  # fmt: skip
     repetition_time = float(np.median([r.repetition_time for r in runs]))
     metadata = ModelMetadata.for_model(

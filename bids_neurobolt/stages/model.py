@@ -337,21 +337,6 @@ def _runtime(ctx: RunContext) -> Any:
     return Runtime(device=execution.device, precision=execution.precision, progress=bar)
 
 
-def _epoch_logger(ctx: RunContext) -> Any:
-    def log(row: Any) -> None:
-        logger.info(
-            "%s: epoch %d, train loss %.4f, validation loss %.4f, validation r %.3f (%.1f s)",
-            ctx.spec.label,
-            int(row["epoch"]),
-            float(row["train_loss"]),
-            float(row["val_loss"]),
-            float(row["val_pearson_r"]),
-            float(row["seconds"]),
-        )
-
-    return log
-
-
 # --------------------------------------------------------------------------- training
 
 
@@ -359,6 +344,7 @@ def _train(ctx: RunContext, data: RunData) -> StageResult:
     from bids_neurobolt.model.weights import ModelMetadata, save_model
     from bids_neurobolt.train import gap_for_tr, make_windows, train_neurobolt
     from bids_neurobolt.train.evaluation import evaluate_run, make_run_splits, too_short
+    from bids_neurobolt.train.loop import epoch_logger
     from bids_neurobolt.train.stats import MIN_N_EFF
 
     assert data.targets is not None and data.repetition_time is not None
@@ -392,8 +378,8 @@ def _train(ctx: RunContext, data: RunData) -> StageResult:
         return train_neurobolt(
             windows.data, y, split, ch_names=data.ch_names, roi_names=roi_names,
             sloppy=science.sloppy, per_roi=science.per_roi, seed=science.random_seed,
-            pretrained=pretrained, runtime=_runtime(ctx), callback=_epoch_logger(ctx),
-            keep_epoch=keep_epoch,
+            pretrained=pretrained, runtime=_runtime(ctx),
+            callback=epoch_logger(logger, ctx.spec.label), keep_epoch=keep_epoch,
         )  # fmt: skip
 
     result = evaluate_run(

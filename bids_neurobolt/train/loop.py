@@ -312,6 +312,45 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def describe_epoch(row: Mapping[str, Any]) -> str:
+    """Return the progress line of one epoch: losses, duration and time left.
+
+    Parameters
+    ----------
+    row : mapping
+        The row the training loop passes to its ``callback`` (``epoch``, ``epochs``,
+        ``train_loss``, ``val_loss``, ``val_pearson_r``, ``seconds``).
+
+    Returns
+    -------
+    str
+        For example ``"epoch 3/30: train loss 0.2994, validation loss 0.2321 (r 0.318),
+        5.7 s; about 2 min 30 s left"``; without a validation set, ``"no validation set"``.
+    """
+    epoch, epochs, seconds = int(row["epoch"]), int(row["epochs"]), float(row["seconds"])
+    val_loss = float(row["val_loss"])
+    validation = (
+        f"validation loss {val_loss:.4f} (r {float(row['val_pearson_r']):.3f})"
+        if math.isfinite(val_loss)
+        else "no validation set"
+    )
+    line = f"epoch {epoch}/{epochs}: train loss {float(row['train_loss']):.4f}, {validation}"
+    left = seconds * (epochs - epoch)
+    if epoch == epochs:
+        return f"{line}, {seconds:.1f} s"
+    minutes, rest = divmod(round(left), 60)
+    return f"{line}, {seconds:.1f} s; about {f'{minutes} min ' if minutes else ''}{rest} s left"
+
+
+def epoch_logger(log: logging.Logger, label: str) -> Callable[[Mapping[str, Any]], None]:
+    """Return a training ``callback`` that logs :func:`describe_epoch` as ``label: ...``."""
+
+    def callback(row: Mapping[str, Any]) -> None:
+        log.info("%s: %s", label, describe_epoch(row))
+
+    return callback
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch's CPU and CUDA generators (numpy generators are passed explicitly)."""
     torch.manual_seed(seed)
@@ -671,7 +710,7 @@ def fit(
     roi_names : sequence of str | None
         ROI names for the metrics table (``roi0``, ``roi1``... when None).
     callback : callable | None
-        Called with each epoch's history row (a dict).
+        Called with each epoch's history row (a dict), plus ``epochs``, the number planned.
     keep_epoch : int | None
         Keep the weights of this epoch instead of choosing one on validation (a model
         trained on every window, whose epoch cross-validation chose); clipped to the
@@ -821,7 +860,7 @@ def fit(
             bar.set_postfix(epoch=epoch, loss=f"{train_loss:.4f}", val=f"{row['val_loss']:.4f}")
         logger.debug("epoch %d: %s", epoch, row)
         if callback is not None:
-            callback(row)
+            callback({**row, "epochs": config.epochs})
     if bar is not None:
         bar.close()
     model.load_state_dict(best_state)
@@ -913,7 +952,7 @@ def train_neurobolt(
     runtime : Runtime | None
         Execution settings.
     callback : callable | None
-        Called with each epoch's history row.
+        Called with each epoch's history row and the number of epochs planned.
     keep_epoch : int | None
         Keep this epoch's weights rather than the best on validation (see :func:`fit`).
 

@@ -144,6 +144,9 @@ def test_group_level_with_two_subjects_tests_each_on_the_other(
 
     assert result.exit_code == 0, result.output
     assert "group fold 1/2: train 02 | validate - | test 01" in result.output
+    assert "group fold 2/2: epoch 2/2: train loss" in result.output
+    assert "group model: training on 01,02 (" in result.output
+    assert "group model: epoch 1/2: train loss" in result.output
     assert (out / "group.html").is_file()
 
 

@@ -15,6 +15,7 @@ from bids_neurobolt.train.loop import (
     FINETUNE_LAYER_DECAY,
     Runtime,
     TrainConfig,
+    describe_epoch,
     fit,
     lr_schedule,
     param_groups,
@@ -127,7 +128,7 @@ def test_best_epoch_is_chosen_on_validation_and_reported():
     assert list(history.columns) == [
         "epoch", "lr", "train_loss", "val_loss", "val_pearson_r", "seconds", "windows_per_second"
     ]  # fmt: skip
-    assert len(rows) == 3 and rows[-1]["epoch"] == 3
+    assert len(rows) == 3 and rows[-1]["epoch"] == 3 and rows[0]["epochs"] == 3
     assert result.best_epoch == int(history["val_loss"].idxmin()) + 1
     # the kept weights are the best epoch's: their validation MSE is the logged one
     val = result.metrics.query("split == 'val'")["mse"].mean()
@@ -393,3 +394,15 @@ def test_per_roi_training_trains_one_model_per_roi():
     by_param = {id(p): g for g in groups for p in g["params"]}
     embed = by_param[id(named["members.1.labram.patch_embed.conv1.weight"])]
     assert embed["lr_scale"] == pytest.approx(0.65 ** (TINY.depth + 1))
+
+
+def test_epoch_lines_give_progress_and_time_left():
+    row = {"epoch": 3, "epochs": 30, "train_loss": 0.29941, "val_loss": 0.23209,
+           "val_pearson_r": -0.3181, "seconds": 5.7}  # fmt: skip
+    assert describe_epoch(row) == (
+        "epoch 3/30: train loss 0.2994, validation loss 0.2321 (r -0.318), 5.7 s; "
+        "about 2 min 34 s left"
+    )
+    last = {**row, "epoch": 30, "val_loss": float("nan"), "val_pearson_r": float("nan")}
+    assert describe_epoch(last) == "epoch 30/30: train loss 0.2994, no validation set, 5.7 s"
+    assert describe_epoch({**row, "epoch": 28}).endswith("; about 11 s left")
