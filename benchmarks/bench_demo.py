@@ -55,8 +55,7 @@ def install_clone(source: Path, folder: Path) -> tuple[Path, Path]:
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     bin_dir = venv / "bin"
     subprocess.run(
-        [str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--no-deps",
-         "--no-build-isolation", "-e", str(clone)],
+        [str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(clone)],
         check=True,
     )  # fmt: skip
     return clone, bin_dir
