@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -88,23 +89,44 @@ def _chromium() -> str | None:
     return next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
 
 
+def _open_in_browser(page: object, report: Path) -> dict[str, object]:
+    """Load ``report``; return its images, the broken ones, failed requests and its text."""
+    failed: list[str] = []
+    page.on("requestfailed", lambda request: failed.append(request.url))  # type: ignore[attr-defined]
+    page.goto(report.as_uri(), wait_until="load")  # type: ignore[attr-defined]
+    broken = page.evaluate(  # type: ignore[attr-defined]
+        "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0)"
+        ".map(i => i.src)"
+    )
+    return {
+        "images": page.evaluate("document.images.length"),  # type: ignore[attr-defined]
+        "broken": broken,
+        "failed": failed,
+        "text": page.inner_text("body"),  # type: ignore[attr-defined]
+    }
+
+
 @pytest.mark.skipif(_chromium() is None, reason="no chromium (apt-get install chromium)")
-def test_report_renders_in_headless_chromium(report_dir: Path) -> None:
+def test_both_reports_render_in_headless_chromium(
+    report_dir: Path, small_dataset: Path, tmp_path: Path
+) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    out = tmp_path / "out"
+    shutil.copytree(report_dir, out)
+    result = run_cli(small_dataset, out, "group", "-w", tmp_path / "w", "--sloppy")
+    assert result.exit_code == 0, result.output
+    seen = {}
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        failed: list[str] = []
-        page.on("requestfailed", lambda request: failed.append(request.url))
-        page.goto((report_dir / "sub-01.html").as_uri(), wait_until="load")
-        broken = page.evaluate(
-            "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0)"
-            ".map(i => i.src)"
-        )
-        n_images = page.evaluate("document.images.length")
-        page.screenshot(path=str(report_dir / "logs" / "report-screenshot.png"), full_page=True)
+        for name in ("sub-01.html", "group.html"):
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            seen[name] = _open_in_browser(page, out / name)
+            page.screenshot(path=str(out / "logs" / f"{name}.png"), full_page=True)
+            page.close()
         browser.close()
 
-    assert n_images >= 1
-    assert broken == [] and failed == []
-    assert (report_dir / "logs" / "report-screenshot.png").stat().st_size > 10_000
+    for name, page_seen in seen.items():
+        assert page_seen["images"] >= 1, name
+        assert page_seen["broken"] == [] and page_seen["failed"] == [], name
+        assert not re.search(r"\bnan\b", str(page_seen["text"]), flags=re.IGNORECASE), name
+        assert (out / "logs" / f"{name}.png").stat().st_size > 10_000
