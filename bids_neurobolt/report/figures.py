@@ -319,8 +319,11 @@ def training_curves(history, best_epoch: int) -> str:
             epochs, history["val_loss"], "o-", ms=3, color="tab:orange", label="validation"
         )
         r_ax.plot(epochs, history["val_pearson_r"], "o-", ms=3, color="tab:orange")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (loss_ax, r_ax):
         ax.axvline(best_epoch, color="0.5", ls=":", lw=1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.spines[["top", "right"]].set_visible(False)
     loss_ax.set_ylabel("MSE")
@@ -437,40 +440,249 @@ def roi_correlations(metrics, split: str = "test", unit: str = "volumes") -> str
     return to_svg(fig)
 
 
-def r_histograms(metrics, max_rois: int = 12) -> str:
-    """Histograms of the test correlation per ROI across runs (the paper's Figure 3 style).
+#: Colour and label of each model in the comparison figures.
+MODEL_STYLES = (
+    ("", "NeuroBOLT", "tab:red"),
+    ("baseline_", "HRF ridge", "tab:gray"),
+    ("fir_", "FIR ridge", "tab:blue"),
+)
+
+
+def forest_plot(summary) -> str:
+    """Mean r over held-out subjects per ROI with 95 % CIs, one row per ROI (forest plot).
 
     Parameters
     ----------
-    metrics : pandas.DataFrame
-        Group metrics: ``roi``, ``pearson_r`` and ``baseline_r``, one row per run and ROI.
-    max_rois : int
-        ROIs shown (in table order).
+    summary : pandas.DataFrame
+        The group summary: ``roi``, ``n_subjects`` and ``mean_r``, ``mean_baseline_r``,
+        ``mean_fir_r`` with their ``_ci_low`` and ``_ci_high``.
 
     Returns
     -------
     str
-        SVG text.
+        SVG text: NeuroBOLT, HRF ridge and FIR ridge side by side on a shared r axis.
     """
     plt = _pyplot()
-    names = list(dict.fromkeys(metrics["roi"]))[:max_rois]
-    cols = min(4, len(names))
-    rows = int(np.ceil(len(names) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.0 * rows + 0.5), squeeze=False)
-    bins = np.linspace(-1, 1, 21)
-    for ax, name in zip(axes.ravel(), names, strict=False):
-        part = metrics[metrics["roi"] == name]
-        ax.hist(
-            part["pearson_r"].dropna(), bins=bins, color="tab:red", alpha=0.7, label="NeuroBOLT"
-        )
-        ax.hist(part["baseline_r"].dropna(), bins=bins, color="tab:gray", alpha=0.5, label="ridge")
-        ax.axvline(float(part["pearson_r"].mean()), color="tab:red", lw=1)
-        ax.set_title(f"{name} (mean r {part['pearson_r'].mean():.2f})", fontsize=8)
+    names = summary["roi"].tolist()
+    y = np.arange(len(names))[::-1].astype(float)
+    fig, ax = plt.subplots(figsize=(6.5, 0.42 * len(names) + 1.3))
+    for i, (prefix, label, color) in enumerate(MODEL_STYLES):
+        column = f"mean_{prefix}r"
+        if column not in summary or summary[column].isna().all():
+            continue
+        mean = summary[column].to_numpy(float)
+        low = summary[f"{column}_ci_low"].to_numpy(float)
+        high = summary[f"{column}_ci_high"].to_numpy(float)
+        offset = (1 - i) * 0.22
+        ax.errorbar(mean, y + offset, xerr=np.vstack([mean - low, high - mean]), fmt="o",
+                    ms=4, color=color, lw=1, capsize=2, label=label)  # fmt: skip
+    ax.axvline(0, color="k", lw=0.6)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlim(-1, 1)
+    ax.set_xlabel("mean Pearson r over held-out subjects (95 % CI)")
+    n = int(summary["n_subjects"].max()) if len(summary) else 0
+    ax.set_title(f"Held-out subjects (n = {n}): correlation per ROI", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return to_svg(fig)
+
+
+def r_matrix(metrics) -> str:
+    """Heat map of the held-out r per run (rows) and ROI (columns), NeuroBOLT and HRF ridge.
+
+    Parameters
+    ----------
+    metrics : pandas.DataFrame
+        Group metrics: ``run``, ``roi``, ``pearson_r`` and ``baseline_r``.
+
+    Returns
+    -------
+    str
+        SVG text; both panels share one colour scale (-1 to 1), values written in cells.
+    """
+    plt = _pyplot()
+    panels = [("pearson_r", "NeuroBOLT"), ("baseline_r", "HRF ridge")]
+    panels = [(c, t) for c, t in panels if c in metrics]
+    tables = [
+        metrics.pivot_table(index="run", columns="roi", values=c, sort=False, dropna=False)
+        for c, _ in panels
+    ]
+    n_runs, n_rois = tables[0].shape
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(0.65 * n_rois * len(panels) + 3.0, 0.45 * n_runs + 2.2),
+        squeeze=False, sharey=True,
+    )  # fmt: skip
+    image = None
+    for ax, table, (_, title) in zip(axes[0], tables, panels, strict=True):
+        values = table.to_numpy(float)
+        image = ax.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+        for (i, j), value in np.ndenumerate(values):
+            text = "n/a" if np.isnan(value) else f"{value:.2f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=6,
+                    color="w" if abs(np.nan_to_num(value)) > 0.6 else "k")  # fmt: skip
+        ax.set_xticks(range(n_rois), table.columns, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(n_runs), table.index, fontsize=7)
+        ax.set_xlabel("ROI")
+        ax.set_title(title, fontsize=9)
+    axes[0, 0].set_ylabel("held-out run")
+    fig.colorbar(image, ax=axes[0].tolist(), label="Pearson r", shrink=0.8)
+    return to_svg(fig)
+
+
+def paint_rois(atlas, values):
+    """Return an image holding each ROI's value on its voxels.
+
+    Parameters
+    ----------
+    atlas : bids_neurobolt.fmri.atlases.Atlas
+        A label atlas (each ROI's voxels) or probabilistic maps (each voxel takes the
+        ROI of its largest weight, where that weight is above a fifth of the ROI's peak).
+    values : mapping of str to float
+        The value of each ROI; ROIs absent or NaN stay 0.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        A 3-D float image on the atlas grid.
+    """
+    import nibabel as nib
+
+    data = np.asarray(atlas.image.dataobj)
+    painted = np.zeros(data.shape[:3], dtype=np.float32)
+    if atlas.kind == "labels":
+        for name, index in zip(atlas.names, atlas.indices, strict=True):
+            value = values.get(name, np.nan)
+            if np.isfinite(value):
+                painted[data == index] = value
+    else:
+        stack = data[..., list(atlas.indices)].astype(np.float32)
+        winner = stack.argmax(axis=-1)
+        peak = stack.max(axis=(0, 1, 2))
+        strong = np.take_along_axis(stack, winner[..., None], axis=-1)[..., 0] > 0.2 * peak[winner]
+        for k, name in enumerate(atlas.names):
+            value = values.get(name, np.nan)
+            if np.isfinite(value):
+                painted[(winner == k) & strong] = value
+    return nib.Nifti1Image(painted, atlas.image.affine)
+
+
+def r_brain_map(atlas, r_by_roi, title: str) -> str:
+    """Show a correlation per ROI painted on the atlas over the MNI template (nilearn).
+
+    Parameters
+    ----------
+    atlas : bids_neurobolt.fmri.atlases.Atlas
+        The atlas the ROI targets were extracted with (see :func:`paint_rois`).
+    r_by_roi : mapping of str to float
+        The value of each ROI (ROIs absent or NaN are left blank).
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    str
+        SVG text: axial slices through the painted ROIs, a diverging map from -1 to 1.
+    """
+    import nibabel as nib
+    from nilearn import plotting
+
+    plt = _pyplot()
+    image = paint_rois(atlas, r_by_roi)
+    painted = np.asarray(image.dataobj)
+    covered = np.flatnonzero(np.abs(painted).sum(axis=(0, 1)) > 0)
+    fig = plt.figure(figsize=(9, 2.4))
+    if covered.size:
+        picks = np.unique(np.linspace(covered[0], covered[-1], 6).round().astype(int))
+        cuts = [float(nib.affines.apply_affine(image.affine, [0, 0, z])[2]) for z in picks]
+    else:
+        cuts = [-20.0, 0.0, 20.0, 40.0]
+    plotting.plot_stat_map(
+        image, display_mode="z", cut_coords=cuts, cmap="RdBu_r", vmin=-1, vmax=1,
+        symmetric_cbar=True, threshold=1e-6, figure=fig, title=title, annotate=True,
+        draw_cross=False, colorbar=True,
+    )  # fmt: skip
+    return to_svg(fig)
+
+
+def heldout_traces(traces, repetition_time: float) -> str:
+    """Measured and predicted BOLD of each held-out run for the best and the worst ROI.
+
+    Parameters
+    ----------
+    traces : list of dict
+        One per held-out run and ROI shown: ``run``, ``roi``, ``which`` ("best" or
+        "worst"), ``volumes`` (volume numbers), ``measured``, ``neurobolt`` and
+        ``baseline`` (arrays), ``r`` (NeuroBOLT's r on the run).
+    repetition_time : float
+        Seconds per volume (time axis).
+
+    Returns
+    -------
+    str
+        SVG text: a row per held-out run, a column per ROI kind.
+    """
+    plt = _pyplot()
+    runs = list(dict.fromkeys(t["run"] for t in traces))
+    kinds = ["best", "worst"]
+    fig, axes = plt.subplots(len(runs), 2, figsize=(10, 1.5 * len(runs) + 1.0),
+                             squeeze=False, sharey=True)  # fmt: skip
+    for t in traces:
+        ax = axes[runs.index(t["run"]), kinds.index(t["which"])]
+        seconds = np.asarray(t["volumes"], float) * repetition_time
+        ax.plot(seconds, t["measured"], color="k", lw=1, label="measured")
+        ax.plot(seconds, t["neurobolt"], color="tab:red", lw=1, label="NeuroBOLT")
+        ax.plot(seconds, t["baseline"], color="tab:gray", lw=0.8, ls="--", label="HRF ridge")
+        ax.set_title(f"{t['run']}: {t['roi']} ({t['which']} ROI), r = {t['r']:.2f}", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.spines[["top", "right"]].set_visible(False)
-    for ax in axes.ravel()[len(names) :]:
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("BOLD (scaled)", fontsize=8)
+    axes[0, 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fig.suptitle("Held-out subjects: measured vs predicted BOLD (best and worst ROI by mean r)",
+                 fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    return to_svg(fig)
+
+
+def fold_curves(history) -> str:
+    """Training and validation loss of every group fold and of the all-subjects model.
+
+    Parameters
+    ----------
+    history : pandas.DataFrame
+        The group history table: ``fold``, ``epoch``, ``train_loss``, ``val_loss``.
+
+    Returns
+    -------
+    str
+        SVG text; one panel per fold on a shared loss axis, integer epoch ticks.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
+    folds = list(dict.fromkeys(history["fold"].astype(str)))
+    cols = min(4, len(folds))
+    rows = int(np.ceil(len(folds) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 1.2, 2.0 * rows + 0.6),
+                             squeeze=False, sharey=True)  # fmt: skip
+    for ax, fold in zip(axes.ravel(), folds, strict=False):
+        part = history[history["fold"].astype(str) == fold]
+        ax.plot(part["epoch"], part["train_loss"], "o-", ms=3, color="tab:blue", label="train")
+        if part["val_loss"].notna().any():
+            ax.plot(part["epoch"], part["val_loss"], "o-", ms=3, color="tab:orange",
+                    label="validation")  # fmt: skip
+        ax.set_title("all subjects" if fold == "all" else f"fold {fold}", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("MSE", fontsize=8)
+    for ax in axes.ravel()[len(folds) :]:
         ax.axis("off")
-    axes[0, 0].legend(fontsize=7)
-    fig.suptitle("Test correlation per run on held-out subjects", fontsize=9)
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     return to_svg(fig)

@@ -64,9 +64,17 @@ SECTIONS: tuple[tuple[str, str, dict[str, str]], ...] = (
 
 #: Group figures (``desc-`` label) and their captions.
 GROUP_FIGURES: dict[str, str] = {
-    "roir": "Mean correlation over held-out subjects per ROI, with 95 % CIs: NeuroBOLT, "
-    "HRF ridge and FIR ridge.",
-    "rhist": "Distribution of the test r per ROI across held-out runs.",
+    "forest": "Mean correlation over held-out subjects per ROI with 95 % CIs (t interval of "
+    "Fisher-z values): NeuroBOLT, HRF ridge and FIR ridge.",
+    "brainmap": "NeuroBOLT's mean held-out correlation painted on each ROI of the atlas, over "
+    "the MNI152 template (absent when the atlas file cannot be found from where the group "
+    "level ran).",
+    "rmatrix": "Correlation of every held-out run (rows) and ROI (columns): NeuroBOLT and HRF "
+    "ridge on one colour scale.",
+    "traces": "Measured and predicted BOLD of each held-out run, for the ROI with the highest "
+    "and the lowest mean NeuroBOLT r.",
+    "curves": "Training and validation loss of every fold and of the model trained on all "
+    "subjects (shared loss axis).",
 }
 
 _PACKAGES = ("torch", "mne", "mne-bids", "pybids", "nilearn", "nibabel", "numpy", "scipy")
@@ -174,6 +182,7 @@ def write_group_report(output_dir: Path) -> Path:
         )
         metrics = pd.read_csv(path.with_name(f"{stem}_metrics.tsv"), sep="\t")
         pivot = metrics.pivot_table(index="run", columns="roi", values="pearson_r", sort=False)
+        pivot.columns.name = None
         per_run = pivot.reset_index().to_html(**table_style)
         group_figures = [
             Figure(p.relative_to(output_dir).as_posix(), caption)

@@ -17,7 +17,9 @@ Outputs (``group/`` and ``models/`` are in ``.bidsignore``)::
     group/group_atlas-<A>_desc-neurobolt_metrics.tsv   per run and ROI: test r and MSE
     group/group_atlas-<A>_desc-neurobolt_summary.tsv   per ROI: mean, SD, median over runs
     group/group_atlas-<A>_desc-neurobolt_folds.json    folds, epochs, settings (written last)
-    group/figures/group_atlas-<A>_desc-rhist_bold.svg  distribution of r per ROI
+    group/figures/group_atlas-<A>_desc-<F>_bold.svg    figures of the group report: forest
+        (mean r per ROI with CIs), brainmap (mean r on the atlas), rmatrix (r per held-out
+        run and ROI), traces (best and worst ROI of each held-out run), curves (losses)
     models/group_atlas-<A>_desc-neurobolt_model.safetensors + .json
 
 References
@@ -53,6 +55,10 @@ from bids_neurobolt.stages.model import (
 logger = logging.getLogger(__name__)
 
 
+#: Group figures (``desc-`` label), in the report's order.
+GROUP_FIGURES = ("forest", "brainmap", "rmatrix", "traces", "curves")
+
+
 @dataclass
 class GroupRun:
     """One participant-level run usable at the group level."""
@@ -65,6 +71,7 @@ class GroupRun:
     atlas: str
     repetition_time: float
     quality: dict[str, Any]
+    atlas_source: str = ""  # the targets' Parameters.AtlasSource (file of the atlas)
 
 
 @dataclass
@@ -85,8 +92,10 @@ def group_paths(output_dir: Path, atlas: str) -> dict[str, Path]:
         "summary": folder / f"{stem}_summary.tsv",
         "folds": folder / f"{stem}_folds.json",
         "history": folder / f"{stem}_history.tsv",
-        "figure": folder / "figures" / f"group_atlas-{atlas}_desc-rhist_bold.svg",
-        "summary_figure": folder / "figures" / f"group_atlas-{atlas}_desc-roir_bold.svg",
+        **{
+            f"figure_{desc}": folder / "figures" / f"group_atlas-{atlas}_desc-{desc}_bold.svg"
+            for desc in GROUP_FIGURES
+        },
         "model": output_dir / "models" / f"{stem}_model",
     }
 
@@ -201,6 +210,7 @@ def collect_runs(output_dir: Path, cache: Any) -> list[GroupRun]:
                 atlas=atlas,
                 repetition_time=float(meta["RepetitionTime"]),
                 quality=json.loads(quality.read_text(encoding="utf-8")),
+                atlas_source=str(meta.get("Parameters", {}).get("AtlasSource", "")),
             )
         )
     return _harmonise(runs)
@@ -391,6 +401,7 @@ def _evaluate(
     sfreq = runs[0].windows.sfreq
     features = {kind: baseline_features(stack, kind=kind, sfreq=sfreq) for kind in ("hrf", "fir")}
     rows, raw, folds_meta, histories = [], [], [], []
+    held_out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for fold, (split, sets) in enumerate(zip(splits, described, strict=True), start=1):
         logger.info(
             "group fold %d/%d: train %s | validate %s | test %s (%d/%d/%d windows).",
@@ -409,6 +420,7 @@ def _evaluate(
         }
         for run in pd.unique(labels[split.test]):
             idx = split.test[labels[split.test] == run]
+            held_out[run] = (idx, predictions["neurobolt"][idx], predictions["baseline"][idx])
             table = evaluation_table(y, predictions, {"test": idx}, roi_names,
                                      seed=science.random_seed)  # fmt: skip
             table.insert(0, "fold", fold)
@@ -475,8 +487,21 @@ def _evaluate(
             **({"Methods": statistics_methods(group=key == "summary")} if key != "history" else {}),
         )  # fmt: skip
         outputs.append(writer.write_json(naming.sidecar_path(paths[key]), meta))
-    outputs.append(writer.write_text(paths["figure"], figures.r_histograms(metrics)))
-    outputs.append(writer.write_text(paths["summary_figure"], summary_figure(summary)))
+    volumes = np.concatenate([r.windows.volumes for r in runs])
+    traces = heldout_traces(summary, y, volumes, held_out, roi_names)
+    atlas_file = _atlas_file(runs[0].atlas_source)
+    for desc, svg in (
+        ("forest", figures.forest_plot(summary)),
+        ("brainmap", _brain_map(atlas_file, summary)),
+        ("rmatrix", figures.r_matrix(metrics)),
+        (
+            "traces",
+            figures.heldout_traces(traces, float(np.median([r.repetition_time for r in runs]))),
+        ),
+        ("curves", figures.fold_curves(history)),
+    ):
+        if svg is not None:
+            outputs.append(writer.write_text(paths[f"figure_{desc}"], svg))
     split_kind = (
         "explicit (--group-split)"
         if config.inputs.group_split
@@ -572,16 +597,51 @@ def summarise(raw: pd.DataFrame) -> pd.DataFrame:
     return summary
 
 
-def summary_figure(summary: pd.DataFrame) -> str:
-    """Mean r over held-out subjects per ROI with 95 % CIs, NeuroBOLT and both ridges."""
-    shown = pd.DataFrame({
-        "roi": summary["roi"], "split": "held-out subjects", "n": summary["n_subjects"],
-        **{f"{new}{end}": summary[f"{old}{end}"]
-           for new, old in (("pearson_r", "mean_r"), ("baseline_r", "mean_baseline_r"),
-                            ("fir_r", "mean_fir_r"))
-           for end in ("", "_ci_low", "_ci_high")},
-    })  # fmt: skip
-    return figures.roi_correlations(shown, split="held-out subjects", unit="subjects")
+def heldout_traces(
+    summary: pd.DataFrame,
+    y: np.ndarray,
+    volumes: np.ndarray,
+    held_out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    roi_names: list[str],
+) -> list[dict[str, Any]]:
+    """Per held-out run, the series of the best and the worst ROI by mean r over subjects."""
+    ranked = summary.dropna(subset=["mean_r"]).sort_values("mean_r", ascending=False)
+    if ranked.empty:
+        return []
+    picks = {"best": ranked["roi"].iloc[0], "worst": ranked["roi"].iloc[-1]}
+    traces = []
+    for run, (idx, neurobolt, baseline) in held_out.items():
+        for which, roi in picks.items():
+            j = roi_names.index(roi)
+            r = float(np.corrcoef(y[idx, j], neurobolt[:, j])[0, 1]) if idx.size > 2 else np.nan
+            traces.append({
+                "run": run, "roi": roi, "which": which, "volumes": volumes[idx],
+                "measured": y[idx, j], "neurobolt": neurobolt[:, j],
+                "baseline": baseline[:, j], "r": r,
+            })  # fmt: skip
+    return traces
+
+
+def _atlas_file(source: str) -> Path | None:
+    """Return the atlas file the targets were extracted with, or None if it is gone."""
+    text = source.split("->")[-1].strip()
+    path = Path(text) if text else None
+    if path is None or not path.is_file():
+        logger.info("atlas file %r not found from here; the group brain map is left out.", text)
+        return None
+    return path
+
+
+def _brain_map(atlas_file: Path | None, summary: pd.DataFrame) -> str | None:
+    """NeuroBOLT's mean held-out r painted on the atlas; None without the atlas."""
+    if atlas_file is None:
+        return None
+    from bids_neurobolt.fmri.atlases import read_bids_atlas
+
+    atlas = read_bids_atlas(atlas_file)
+    r_by_roi = dict(zip(summary["roi"], summary["mean_r"].astype(float), strict=True))
+    n = int(summary["n_subjects"].max())
+    return figures.r_brain_map(atlas, r_by_roi, f"NeuroBOLT: mean r over {n} held-out subjects")
 
 
 def verdict(summary: pd.DataFrame) -> str:

@@ -111,10 +111,12 @@ def test_group_report_links_work_after_a_move(group_out: Path, tmp_path: Path) -
     html = (moved / "group.html").read_text()
     for marker in ("NeuroBOLT across subjects", "Artifact cleaning across runs", "sub-03.html"):
         assert marker in html
-    assert "group/figures/group_atlas-simulated_desc-rhist_bold.svg" in html
-    assert "group/figures/group_atlas-simulated_desc-roir_bold.svg" in html
+    for desc in ("forest", "brainmap", "rmatrix", "traces", "curves"):
+        figure = f"group/figures/group_atlas-simulated_desc-{desc}_bold.svg"
+        assert figure in html and (moved / figure).stat().st_size > 5_000, desc
     assert "smallest possible p-value" in html  # the verdict, in words
-    assert (moved / "group/figures/group_atlas-simulated_desc-rhist_bold.svg").is_file()
+    per_run = html.split("<h3>Per run</h3>")[1].split("</thead>")[0]
+    assert per_run.count("<tr") == 1 and "<th></th>" not in per_run  # one header row, none empty
     assert html.count("_task-rest</td>") >= 3  # one cleaning row per run
 
 

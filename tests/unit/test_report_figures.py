@@ -1,0 +1,63 @@
+"""Group-report figures: ROI values painted on an atlas, and every figure renders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_neurobolt.fmri.atlases import Atlas
+from bids_neurobolt.report import figures
+
+AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
+
+
+def test_label_atlas_is_painted_with_each_rois_value() -> None:
+    labels = np.zeros((6, 6, 6), dtype=np.int16)
+    labels[:3], labels[3:, :2] = 1, 2
+    atlas = Atlas.from_arrays(labels, AFFINE, ["left", "front"])
+    painted = np.asarray(figures.paint_rois(atlas, {"left": 0.5, "front": np.nan}).dataobj)
+    assert np.all(painted[:3] == 0.5)
+    assert np.all(painted[3:] == 0)  # NaN and background stay blank
+
+
+def test_maps_atlas_voxels_take_their_strongest_roi_above_a_fifth_of_its_peak() -> None:
+    maps = np.zeros((4, 1, 1, 2), dtype=np.float32)
+    maps[:, 0, 0, 0] = [1.0, 0.6, 0.1, 0.0]  # ROI a: strong, weaker, below a fifth
+    maps[:, 0, 0, 1] = [0.0, 0.7, 0.05, 0.0]  # ROI b wins voxel 1
+    atlas = Atlas.from_arrays(maps, AFFINE, ["a", "b"])
+    painted = np.asarray(figures.paint_rois(atlas, {"a": -0.3, "b": 0.8}).dataobj)
+    assert painted[:, 0, 0].tolist() == pytest.approx([-0.3, 0.8, 0.0, 0.0])
+
+
+def test_group_figures_render_with_labelled_axes() -> None:
+    rois = ["Cuneus", "Thalamus"]
+    summary = pd.DataFrame({
+        "roi": rois, "n_subjects": 3,
+        **{f"mean_{p}r{end}": [0.1 + i / 10, 0.2] for i, p in enumerate(("", "baseline_", "fir_"))
+           for end in ("", "_ci_low", "_ci_high")},
+    })  # fmt: skip
+    metrics = pd.DataFrame({
+        "run": np.repeat(["sub-01_task-rest", "sub-02_task-rest"], 2), "roi": rois * 2,
+        "pearson_r": [0.1, np.nan, 0.3, -0.2], "baseline_r": [0.4, 0.5, 0.2, 0.1],
+    })  # fmt: skip
+    history = pd.DataFrame({
+        "fold": ["1", "1", "all", "all"], "epoch": [1, 2, 1, 2],
+        "train_loss": [0.3, 0.2, 0.3, 0.25], "val_loss": [0.4, 0.35, np.nan, np.nan],
+    })  # fmt: skip
+    trace = {"volumes": np.arange(10), "measured": np.zeros(10), "neurobolt": np.ones(10),
+             "baseline": np.ones(10), "r": 0.2}  # fmt: skip
+    traces = [{**trace, "run": "sub-01_task-rest", "roi": r, "which": w}
+              for r, w in zip(rois, ("best", "worst"), strict=True)]  # fmt: skip
+    labels = np.zeros((6, 6, 6), dtype=np.int16)
+    labels[:3], labels[3:] = 1, 2
+    atlas = Atlas.from_arrays(labels, AFFINE, rois)
+
+    forest = figures.forest_plot(summary)
+    assert "Cuneus" in forest and "mean Pearson r over held-out subjects" in forest
+    matrix = figures.r_matrix(metrics)
+    assert "n/a" in matrix and "held-out run" in matrix and "Pearson r" in matrix
+    assert "time (s)" in figures.heldout_traces(traces, 2.0)
+    curves = figures.fold_curves(history)
+    assert "all subjects" in curves and "fold 1" in curves and "MSE" in curves
+    assert "<svg" in figures.r_brain_map(atlas, {"Cuneus": 0.3}, "mean r")
