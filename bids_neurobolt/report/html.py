@@ -98,6 +98,7 @@ class RunEntry:
     quality: list[tuple[str, str]] = field(default_factory=list)
     metrics: str | None = None
     warnings: list[str] = field(default_factory=list)
+    caveats: list[str] = field(default_factory=list)
 
 
 def write_participant_report(output_dir: Path, subject: str) -> Path:
@@ -127,6 +128,7 @@ def write_participant_report(output_dir: Path, subject: str) -> Path:
         subject=subject,
         version=__version__,
         runs=runs,
+        caveats=list(dict.fromkeys(c for run in runs for c in run.caveats)),
         sections=SECTIONS,
         steps=steps,
         snapshot=snapshot,
@@ -172,7 +174,7 @@ def write_group_report(output_dir: Path) -> Path:
     """
     table_style = {"index": False, "float_format": "%.3f", "border": 0, "na_rep": "n/a"}
     folds: dict[str, Any] = {}
-    summary = per_run = None
+    summary = per_run = metrics = None
     group_figures: list[Figure] = []
     for path in sorted((output_dir / "group").glob("group_*_desc-neurobolt_folds.json")):
         folds = json.loads(path.read_text(encoding="utf-8"))
@@ -216,12 +218,26 @@ def write_group_report(output_dir: Path) -> Path:
         if texts:
             warnings.append((path.stem, texts))
     subjects = sorted({p.name[4:] for p in output_dir.glob("sub-*") if p.is_dir()})
+    caveats = (
+        [SIMULATED]
+        if any(
+            json.loads(path.read_text(encoding="utf-8")).get("GroundTruthAvailable")
+            for path in output_dir.glob("sub-*/**/eeg/*_desc-clean_quality.json")
+        )
+        else []
+    )
+    if folds.get("Sloppy"):
+        caveats.append(SLOPPY)
+    if metrics is not None:
+        for run, part in metrics.groupby("run", sort=False):
+            caveats.extend(too_short(part, str(run)))
     steps = ["clean", "targets", "model"] if folds else ["clean", "targets"]
     weights = [folds["PretrainedWeights"]] if "PretrainedWeights" in folds else []
     paragraph, references = methods_parts(steps, __version__, weights=weights)
     snapshot = _latest_snapshot(output_dir)
     html = _template("group.html").render(
         subjects=subjects,
+        caveats=caveats,
         folds=folds,
         summary=summary,
         per_run=per_run,
@@ -276,9 +292,16 @@ def collect_runs(output_dir: Path, subject: str) -> list[RunEntry]:
         for sidecar in root.rglob(f"{label}_desc-sync_events.json"):
             entry.sync = json.loads(sidecar.read_text(encoding="utf-8"))
         for quality in root.rglob(f"{label}_desc-clean_quality.json"):
-            entry.quality = quality_rows(json.loads(quality.read_text(encoding="utf-8")))
+            values = json.loads(quality.read_text(encoding="utf-8"))
+            entry.quality = quality_rows(values)
+            if values.get("GroundTruthAvailable"):
+                entry.caveats.append(SIMULATED)
+        for sidecar in root.rglob(f"{label}_*desc-neurobolt_timeseries.json"):
+            if json.loads(sidecar.read_text(encoding="utf-8")).get("Sloppy"):
+                entry.caveats.append(SLOPPY)
         for metrics in root.rglob(f"{label}_*desc-neurobolt_metrics.tsv"):
             table = pd.read_csv(metrics, sep="\t")
+            entry.caveats.extend(too_short(table, label))
             shown = table[table["split"].isin(["test", "all"])]  # every set is in the TSV
             entry.metrics = shown.to_html(index=False, float_format="%.3f", border=0, na_rep="n/a")
         for key, _, captions in SECTIONS:
@@ -294,6 +317,32 @@ def collect_runs(output_dir: Path, subject: str) -> list[RunEntry]:
             entry.warnings = json.loads(warnings_file.read_text(encoding="utf-8"))
         entries.append(entry)
     return entries
+
+
+#: Caveats shown in a box at the top of a report.
+SIMULATED = (
+    "Simulated data: the EEG and BOLD were written by bids-neurobolt-simulate, with a planted "
+    "EEG-BOLD coupling; no result here says anything about real brains."
+)
+SLOPPY = (
+    "--sloppy: a tiny NeuroBOLT trained for two epochs, to test the pipeline quickly. It is "
+    "not expected to learn; do not read its correlations as results."
+)
+
+
+def too_short(metrics: pd.DataFrame, label: str) -> list[str]:
+    """Return a caveat when test rows of a metrics table are too short to evaluate."""
+    if "n_eff" not in metrics:
+        return []
+    test = metrics[metrics["split"] == "test"]
+    missing = test["pearson_r"].isna()
+    if not missing.any():
+        return []
+    return [
+        f"{label}: {int(missing.sum())} of {len(test)} ROIs too short to evaluate (fewer "
+        "than 10 effective samples on the test windows): their r, CI and p are n/a. Use "
+        "longer runs, or train across subjects at the group level."
+    ]
 
 
 def _has(run: RunEntry, section: str) -> bool:

@@ -521,6 +521,7 @@ def _evaluate(
                 "TrainConfig": final.extra.get("train_config", train_config.to_dict()),
                 "PretrainedWeights": labram_weights(config.inputs.pretrained),
                 "Verdict": verdict(summary),
+                "Sloppy": science.sloppy,
                 "Fingerprint": fingerprint,
                 "RandomSeed": science.random_seed,
             },

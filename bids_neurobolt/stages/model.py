@@ -440,6 +440,7 @@ def _train(ctx: RunContext, data: RunData) -> StageResult:
         "Device": fit.device,
         "Precision": fit.precision,
         "TrainingSeconds": round(fit.seconds, 2),
+        "Sloppy": science.sloppy,
         "PretrainedWeights": training["labram_weights"],
         "PretrainedReport": training["pretrained"],
     }

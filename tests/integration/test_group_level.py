@@ -115,6 +115,8 @@ def test_group_report_links_work_after_a_move(group_out: Path, tmp_path: Path) -
         figure = f"group/figures/group_atlas-simulated_desc-{desc}_bold.svg"
         assert figure in html and (moved / figure).stat().st_size > 5_000, desc
     assert "smallest possible p-value" in html  # the verdict, in words
+    caveats = html.split('class="caveats"')[1].split("</div>")[0]
+    assert "Simulated data" in caveats and "--sloppy: a tiny NeuroBOLT" in caveats
     per_run = html.split("<h3>Per run</h3>")[1].split("</thead>")[0]
     assert per_run.count("<tr") == 1 and "<th></th>" not in per_run  # one header row, none empty
     assert html.count("_task-rest</td>") >= 3  # one cleaning row per run

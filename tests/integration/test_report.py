@@ -55,6 +55,7 @@ def test_report_has_every_section_and_working_links(report_dir: Path, tmp_path: 
         assert not source.startswith("/")
         assert (moved / source).is_file(), source
     assert "Response/R128" in html and "sub-01_task-rest" in html
+    assert "Simulated data: the EEG and BOLD were written by bids-neurobolt-simulate" in html
     assert "Not run for this participant" in html  # stages absent in this version say so
     assert "Allen" in html  # the clean stage ran: its method is cited
     assert "LaBraM" not in html  # no citation of a method that did not run

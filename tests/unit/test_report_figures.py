@@ -1,4 +1,4 @@
-"""Group-report figures: ROI values painted on an atlas, and every figure renders."""
+"""Report figures and caveats: ROI values on an atlas, every group figure, too-short runs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from bids_neurobolt.fmri.atlases import Atlas
 from bids_neurobolt.report import figures
+from bids_neurobolt.report.html import too_short
 
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 
@@ -61,3 +62,12 @@ def test_group_figures_render_with_labelled_axes() -> None:
     curves = figures.fold_curves(history)
     assert "all subjects" in curves and "fold 1" in curves and "MSE" in curves
     assert "<svg" in figures.r_brain_map(atlas, {"Cuneus": 0.3}, "mean r")
+
+
+def test_too_short_test_rows_give_one_caveat_with_advice() -> None:
+    table = pd.DataFrame({"roi": ["a", "b", "a"], "split": ["test", "test", "train"],
+                          "n_eff": [6.0, 12.0, 40.0], "pearson_r": [np.nan, 0.2, 0.9]})  # fmt: skip
+    (caveat,) = too_short(table, "sub-01_task-rest")
+    assert caveat.startswith("sub-01_task-rest: 1 of 2 ROIs too short to evaluate")
+    assert "Use longer runs" in caveat
+    assert too_short(table.fillna(0.1), "x") == []
