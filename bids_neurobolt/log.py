@@ -70,6 +70,7 @@ def setup_console(verbosity: int) -> None:
     warn_handler._neurobolt_console = True  # type: ignore[attr-defined]
     py_warnings.addHandler(warn_handler)
     py_warnings.propagate = False
+    warnings.showwarning = _log_warning
     warnings.simplefilter("default")
 
 
@@ -139,6 +140,14 @@ def _log_warning(
     file: Any = None,
     line: str | None = None,
 ) -> None:
-    """Route a Python warning to the ``py.warnings`` logger (as logging.captureWarnings does)."""
-    text = warnings.formatwarning(message, category, filename, lineno, line)
+    """Route a Python warning to the ``py.warnings`` logger (as logging.captureWarnings does).
+
+    The app's own warnings are already sentences with their advice: they are logged as
+    ``NeuroboltWarning: <message>``, without the source file and line that
+    :func:`warnings.formatwarning` adds (those stay for other libraries' warnings).
+    """
+    if issubclass(category, NeuroboltWarning):
+        text = f"{category.__name__}: {message}"
+    else:
+        text = warnings.formatwarning(message, category, filename, lineno, line).strip()
     logging.getLogger("py.warnings").warning("%s", text)

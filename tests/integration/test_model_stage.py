@@ -337,6 +337,10 @@ def test_too_short_a_run_is_not_trained_and_says_why(small_dataset: Path, tmp_pa
     warned = json.loads((out / "logs/warnings/sub-01_task-rest.json").read_text())
     assert any("too few for 5-fold blocked cross-validation" in w for w in warned), warned
     assert "group level" in " ".join(warned)  # the fix: train across subjects
+    # printed once, as a sentence: no source file, no source line
+    (line,) = [x for x in result.output.splitlines() if "too few for 5-fold" in x]
+    assert "NeuroboltWarning: sub-01_task-rest: NeuroBOLT not trained" in line
+    assert "model.py" not in result.output and "warnings.warn(" not in result.output
     assert not list(out.rglob("*desc-neurobolt*")) and not (out / "models").exists()
 
 
