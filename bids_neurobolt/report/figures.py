@@ -100,36 +100,59 @@ def roi_traces(table, repetition_time: float, max_rois: int = 8) -> str:
     return to_svg(fig)
 
 
-def atlas_overlay(mean_image, atlas_image, n_slices: int = 6) -> str:
-    """Show the atlas (ROI numbers) over the mean BOLD image on a few axial slices.
+def atlas_overlay(
+    mean_image, atlas_image, names=(), n_slices: int = 6, max_legend: int = 24
+) -> str:
+    """Show the atlas's ROIs in colour over the mean BOLD image on a few axial slices.
 
     Parameters
     ----------
     mean_image : ndarray, shape (x, y, z)
         Mean BOLD volume.
     atlas_image : ndarray of int, shape (x, y, z)
-        ROI number per voxel (0 outside every ROI).
+        ROI number per voxel (position in ``names`` + 1; 0 outside every ROI).
+    names : sequence of str
+        ROI names, for the legend.
     n_slices : int
         Axial slices shown, evenly spread over the slices the atlas covers.
+    max_legend : int
+        Largest number of ROIs named in the legend (beyond it, colours repeat and the
+        title says how many ROIs there are).
 
     Returns
     -------
     str
         SVG text.
     """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
     plt = _pyplot()
-    covered = np.flatnonzero(np.asarray(atlas_image).any(axis=(0, 1)))
+    atlas_image = np.asarray(atlas_image)
+    covered = np.flatnonzero(atlas_image.any(axis=(0, 1)))
     if covered.size == 0:
-        covered = np.arange(np.asarray(atlas_image).shape[2])
+        covered = np.arange(atlas_image.shape[2])
     picks = np.unique(np.linspace(covered[0], covered[-1], n_slices + 2).round().astype(int)[1:-1])
-    fig, axes = plt.subplots(1, picks.size, figsize=(1.6 * picks.size, 2.0))
+    palette = plt.get_cmap("tab20").colors + plt.get_cmap("Set1").colors
+    n_rois = int(atlas_image.max())
+    colours = ListedColormap([palette[i % len(palette)] for i in range(max(n_rois, 1))])
+    fig, axes = plt.subplots(1, picks.size, figsize=(1.6 * picks.size + 2.2, 2.2))
     for ax, z in zip(np.atleast_1d(axes), picks, strict=True):
         ax.imshow(np.asarray(mean_image)[:, :, z].T, origin="lower", cmap="gray")
-        labels = np.ma.masked_equal(np.asarray(atlas_image)[:, :, z].T, 0)
-        ax.imshow(labels, origin="lower", cmap="tab20", alpha=0.55, interpolation="nearest")
+        labels = np.ma.masked_equal(atlas_image[:, :, z].T, 0)
+        ax.imshow(labels - 1, origin="lower", cmap=colours, vmin=-0.5, vmax=max(n_rois, 1) - 0.5,
+                  alpha=0.8, interpolation="nearest")  # fmt: skip
         ax.set_title(f"z = {z}", fontsize=7)
         ax.axis("off")
-    fig.suptitle("Atlas on the mean BOLD image (voxel grid of the BOLD)", fontsize=9)
+    title = "Atlas on the mean BOLD image (voxel grid of the BOLD)"
+    shown = list(names)[: min(n_rois, max_legend)]
+    if shown:
+        handles = [Patch(color=colours(i), label=name) for i, name in enumerate(shown)]
+        np.atleast_1d(axes)[-1].legend(handles=handles, fontsize=6, loc="upper left",
+                                       bbox_to_anchor=(1.02, 1.0), frameon=False)  # fmt: skip
+    if n_rois > len(shown):
+        title += f"; {n_rois} ROIs, colours repeat"
+    fig.suptitle(title, fontsize=9)
     return to_svg(fig)
 
 

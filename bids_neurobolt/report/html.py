@@ -45,7 +45,8 @@ SECTIONS: tuple[tuple[str, str, dict[str, str]], ...] = (
         "targets",
         "ROI targets",
         {
-            "atlas": "The atlas over the MNI template.",
+            "atlas": "The atlas over the run's mean BOLD image, on the BOLD voxel grid; the legend "
+            "names each ROI's colour.",
             "rois": "Scaled ROI BOLD targets.",
         },
     ),

@@ -229,5 +229,5 @@ def _figures(ctx: RunContext, result: TargetsResult, repetition_time: float) -> 
     if result.mean_image is not None and result.atlas_image is not None:
         writer.write_text(
             naming.figure_path(ctx.output_dir, entities, "atlas", "bold"),
-            figures.atlas_overlay(result.mean_image, result.atlas_image),
+            figures.atlas_overlay(result.mean_image, result.atlas_image, result.names),
         )

@@ -71,3 +71,14 @@ def test_too_short_test_rows_give_one_caveat_with_advice() -> None:
     assert caveat.startswith("sub-01_task-rest: 1 of 2 ROIs too short to evaluate")
     assert "Use longer runs" in caveat
     assert too_short(table.fillna(0.1), "x") == []
+
+
+def test_atlas_overlay_names_every_roi_in_a_legend() -> None:
+    atlas = np.zeros((8, 8, 6), dtype=np.int32)
+    atlas[1:4, 1:4, 1:5], atlas[5:7, 5:7, 2:4] = 1, 2
+    svg = figures.atlas_overlay(np.ones((8, 8, 6)), atlas, ["Cuneus", "Thalamus", "global signal"])
+    assert "Cuneus" in svg and "Thalamus" in svg and "global signal" not in svg
+    assert "mean BOLD image" in svg
+    many = figures.atlas_overlay(np.ones((8, 8, 6)), atlas * 15, [f"r{i}" for i in range(30)],
+                                 max_legend=4)  # fmt: skip
+    assert "30 ROIs, colours repeat" in many and "r3" in many and "r4" not in many
