@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,25 @@ def log_file(path: Path) -> Iterator[Path]:
         for target in targets:
             target.removeHandler(handler)
         handler.close()
+
+
+def throttled(logger: logging.Logger, label: str, every: float = 10.0) -> Callable[[str], None]:
+    """Return a progress callback: INFO at most every ``every`` seconds, DEBUG otherwise.
+
+    Long steps report each unit of work (a channel block, a fold); the console shows a
+    line every ``every`` seconds, so that nothing is silent for long and short steps do
+    not flood it, and the log file keeps every line.
+    """
+    last = [time.perf_counter()]
+
+    def report(message: str) -> None:
+        now = time.perf_counter()
+        level = logging.INFO if now - last[0] >= every else logging.DEBUG
+        if level == logging.INFO:
+            last[0] = now
+        logger.log(level, "%s: %s", label, message)
+
+    return report
 
 
 @contextlib.contextmanager

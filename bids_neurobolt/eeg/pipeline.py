@@ -202,7 +202,7 @@ def clean_recording(
     truth : ndarray, shape (n_channels, n_samples) | None
         The clean EEG of a simulation, for the ground-truth metrics.
     progress : callable | None
-        Receives one line per finished step.
+        Receives one line per finished step and per block of channels cleaned.
 
     Returns
     -------
@@ -315,6 +315,12 @@ def clean_recording(
                 work = np.empty((n_channels, low.shape[1]), dtype=np.float32)
             work[rows] = low
             del chunk, low
+            done, elapsed = int(rows[-1]) + 1, time.perf_counter() - t0
+            left = elapsed * (n_channels - done) / done
+            report(
+                f"gradient and resampling: channels 1-{done} of {n_channels} done, "
+                f"{done / elapsed:.1f} channels/s, about {left:.0f} s left"
+            )
     if work is None:  # pragma: no cover - there is at least one channel
         raise RuntimeError("no channel was processed")
     if plan is not None:

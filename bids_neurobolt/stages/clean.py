@@ -24,6 +24,7 @@ from bids_neurobolt.eeg.bcg import BCGParams
 from bids_neurobolt.eeg.gradient import GradientParams
 from bids_neurobolt.eeg.pipeline import CleanParams, CleanResult, clean_recording
 from bids_neurobolt.errors import DataError, MissingInputError
+from bids_neurobolt.log import throttled
 from bids_neurobolt.report import figures
 from bids_neurobolt.stages.context import RunContext, StageResult
 
@@ -164,7 +165,7 @@ def _clean(
         bad_channels=list(raw.info["bads"]),
         params=params,
         truth=truth,
-        progress=lambda line: logger.debug("%s: %s", ctx.spec.label, line),
+        progress=throttled(logger, ctx.spec.label),
     )
 
 

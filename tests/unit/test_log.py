@@ -1,0 +1,28 @@
+"""Progress lines: long steps speak at INFO at most every few seconds, every line at DEBUG."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from bids_neurobolt import log
+
+
+def test_throttled_progress_shows_a_line_every_interval_and_keeps_the_rest_at_debug(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = iter([0.0, 3.0, 10.5, 12.0, 21.0])  # creation, then one per message
+    monkeypatch.setattr(log.time, "perf_counter", lambda: next(clock))
+    logger = logging.getLogger("bids_neurobolt.test_progress")
+    report = log.throttled(logger, "sub-01_task-rest", every=10.0)
+    with caplog.at_level(logging.DEBUG, logger=logger.name):
+        for block in ("a", "b", "c", "d"):
+            report(block)
+    levels = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert levels == [
+        (logging.DEBUG, "sub-01_task-rest: a"),
+        (logging.INFO, "sub-01_task-rest: b"),
+        (logging.DEBUG, "sub-01_task-rest: c"),
+        (logging.INFO, "sub-01_task-rest: d"),
+    ]
