@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bids_neurobolt import __version__
@@ -142,6 +143,45 @@ def write_participant_report(output_dir: Path, subject: str) -> Path:
     return writer.write_text(naming.participant_report_path(output_dir, subject), html)
 
 
+def r_with_uncertainty(metrics: pd.DataFrame, baseline: bool = False) -> pd.DataFrame:
+    """One row per run, one cell per ROI: ``r [CI low, CI high], n_eff N`` (``n/a`` if none).
+
+    Parameters
+    ----------
+    metrics : pandas.DataFrame
+        Test rows with ``run``, ``roi``, ``pearson_r``, its CI columns and ``n_eff`` (and
+        ``baseline_r``, when ``baseline``).
+    baseline : bool
+        Add `` / ridge r`` to each cell (the HRF ridge on the same windows).
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+
+    def cell(row: pd.Series) -> str:
+        r = row.get("pearson_r", np.nan)
+        if pd.isna(r):
+            text = "n/a"
+        else:
+            low, high = row.get("pearson_r_ci_low", np.nan), row.get("pearson_r_ci_high", np.nan)
+            text = f"{r:.2f}"
+            if pd.notna(low) and pd.notna(high):
+                text += f" [{low:.2f}, {high:.2f}]"
+            if pd.notna(row.get("n_eff", np.nan)):
+                text += f", n_eff {row['n_eff']:.0f}"
+        if baseline:
+            text += f" / {_r(row.get('baseline_r', np.nan))}"
+        return text
+
+    cells = metrics.assign(cell=metrics.apply(cell, axis=1))
+    table = cells.pivot_table(
+        index="run", columns="roi", values="cell", aggfunc="first", sort=False
+    )
+    table.columns.name = None
+    return table.reset_index()
+
+
 def _r(value: float) -> str:
     """Format a correlation for a table (``n/a`` where it could not be evaluated)."""
     return "n/a" if pd.isna(value) else f"{value:.2f}"
@@ -184,9 +224,7 @@ def write_group_report(output_dir: Path) -> Path:
             **table_style
         )
         metrics = pd.read_csv(path.with_name(f"{stem}_metrics.tsv"), sep="\t")
-        pivot = metrics.pivot_table(index="run", columns="roi", values="pearson_r", sort=False)
-        pivot.columns.name = None
-        per_run = pivot.reset_index().to_html(**table_style)
+        per_run = r_with_uncertainty(metrics).to_html(index=False, border=0)
         group_figures = [
             Figure(p.relative_to(output_dir).as_posix(), caption)
             for desc, caption in GROUP_FIGURES.items()
@@ -200,13 +238,10 @@ def write_group_report(output_dir: Path) -> Path:
         test = table[table["split"] == "test"]
         if test.empty or "baseline_r" not in test:
             continue
-        row = {"run": path.name.split("_space-")[0]}
-        pairs = zip(test["roi"], test["pearson_r"], test["baseline_r"], strict=True)
-        row.update({roi: f"{_r(ours)} / {_r(base)}" for roi, ours, base in pairs})
-        intrascan_rows.append(row)
-    intrascan = (
-        pd.DataFrame(intrascan_rows).to_html(index=False, border=0) if intrascan_rows else None
-    )
+        intrascan_rows.append(
+            r_with_uncertainty(test.assign(run=path.name.split("_space-")[0]), baseline=True)
+        )
+    intrascan = pd.concat(intrascan_rows).to_html(index=False, border=0) if intrascan_rows else None
     cleaning = [
         cleaning_row(path.name.removesuffix("_desc-clean_quality.json"),
                      json.loads(path.read_text(encoding="utf-8")))

@@ -126,6 +126,7 @@ def test_both_reports_render_in_headless_chromium(
             page.close()
         browser.close()
 
+    assert seen["group.html"]["images"] >= 5  # forest, brain map, heat map, traces, curves
     for name, page_seen in seen.items():
         assert page_seen["images"] >= 1, name
         assert page_seen["broken"] == [] and page_seen["failed"] == [], name

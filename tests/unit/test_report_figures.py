@@ -8,7 +8,7 @@ import pytest
 
 from bids_neurobolt.fmri.atlases import Atlas
 from bids_neurobolt.report import figures
-from bids_neurobolt.report.html import too_short
+from bids_neurobolt.report.html import r_with_uncertainty, too_short
 
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 
@@ -82,3 +82,16 @@ def test_atlas_overlay_names_every_roi_in_a_legend() -> None:
     many = figures.atlas_overlay(np.ones((8, 8, 6)), atlas * 15, [f"r{i}" for i in range(30)],
                                  max_legend=4)  # fmt: skip
     assert "30 ROIs, colours repeat" in many and "r3" in many and "r4" not in many
+
+
+def test_every_r_in_a_table_carries_its_ci_and_n_eff() -> None:
+    metrics = pd.DataFrame({
+        "run": ["sub-01_task-rest"] * 2, "roi": ["a", "b"], "pearson_r": [0.2512, np.nan],
+        "pearson_r_ci_low": [-0.1, np.nan], "pearson_r_ci_high": [0.55, np.nan],
+        "n_eff": [21.7, 6.0], "baseline_r": [0.4, 0.3],
+    })  # fmt: skip
+    table = r_with_uncertainty(metrics)
+    assert list(table.columns) == ["run", "a", "b"]
+    assert table.iloc[0].tolist() == ["sub-01_task-rest", "0.25 [-0.10, 0.55], n_eff 22", "n/a"]
+    with_ridge = r_with_uncertainty(metrics, baseline=True)
+    assert with_ridge.iloc[0, 1].endswith(" / 0.40") and with_ridge.iloc[0, 2] == "n/a / 0.30"
