@@ -6,11 +6,14 @@ This module only turns argv into a :class:`~bids_neurobolt.config.Config`, calls
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from bids_neurobolt.errors import (
     ConfigError,
     ExitCode,
     NeuroboltError,
+    Stopped,
     UnknownAnalysisLevelError,
 )
 from bids_neurobolt.log import setup_console
@@ -72,6 +76,9 @@ Exit codes:
   70  internal error (please report it)
   73  an output cannot be created (permissions)
   74  reading or writing failed (e.g. disk full)
+ 129  stopped by SIGHUP (temporaries removed)
+ 130  interrupted (Ctrl-C)
+ 143  stopped by SIGTERM (scancel, docker stop)
 """
 
 
@@ -551,6 +558,34 @@ def cli(ctx: click.Context, **params: Any) -> None:
     from bids_neurobolt import workflow
 
     setup_console(params["verbose"] - params["quiet"])
+    with stop_on_signals():
+        _run(ctx, params, workflow)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into :class:`~bids_neurobolt.errors.Stopped` while it runs.
+
+    SLURM (``scancel``, the time limit), Docker (``docker stop``) and CBRAIN stop jobs
+    with SIGTERM; a closed terminal sends SIGHUP. Both then unwind like Ctrl-C. The
+    previous handlers are restored afterwards; outside the main thread nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(ctx: click.Context, params: dict[str, Any], workflow: Any) -> None:
     try:
         if params["analysis_level"] not in ("participant", "group"):
             raise UnknownAnalysisLevelError(
@@ -567,6 +602,14 @@ def cli(ctx: click.Context, **params: Any) -> None:
         logger.debug("error details:\n%s", traceback.format_exc())
         click.echo(f"bids-neurobolt: error: {exc.message}", err=True)
         ctx.exit(int(exc.exit_code))
+    except Stopped as exc:
+        name = signal.Signals(exc.signum).name
+        click.echo(
+            f"bids-neurobolt: stopped by {name}; finished outputs are kept, this run's "
+            "temporaries removed.",
+            err=True,
+        )
+        ctx.exit(128 + exc.signum)
     except KeyboardInterrupt:
         click.echo("bids-neurobolt: interrupted; finished outputs are kept.", err=True)
         ctx.exit(130)

@@ -159,3 +159,18 @@ class RunsFailedError(NeuroboltError, RuntimeError):
 
 class NeuroboltWarning(UserWarning):
     """Warnings about the data or settings that do not stop a run."""
+
+
+class Stopped(KeyboardInterrupt):
+    """The job was asked to stop by a signal (SIGTERM from SLURM or Docker, SIGHUP).
+
+    A subclass of :class:`KeyboardInterrupt`, so that it unwinds like Ctrl-C: no
+    ``except Exception`` catches it, every ``finally`` runs (temporaries removed), and
+    the command line exits with ``128 + signum`` (143 for SIGTERM, 129 for SIGHUP).
+    """
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

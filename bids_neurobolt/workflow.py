@@ -171,7 +171,10 @@ def participant(config: Config) -> Summary:
         writer.write_text(output_dir / "logs" / f"config-{run_id}.toml", config.to_toml())
         for stale in writer.remove_stale_temporaries(output_dir):
             logger.info("removed %s, left by an interrupted run.", stale)
+        for stale in writer.remove_abandoned_folders(work_dir):
+            logger.info("removed %s, the work folder of a run that was killed.", stale)
         db_dir = work_dir / run_id / "bids_db"
+        writer.claim_folder(work_dir / run_id)
         try:
             with timed(logger, "input indexed"):
                 layout = load_layout(bids_dir, db_dir)

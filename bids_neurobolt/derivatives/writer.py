@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator, Mapping
@@ -107,6 +108,47 @@ def remove_stale_temporaries(root: Path) -> list[Path]:
             continue
         _remove_quietly(tmp)
         removed.append(tmp)
+    return removed
+
+
+#: File in a run's own work folder naming the host and process that use it.
+OWNER_FILE = "owner.json"
+_RUN_FOLDER = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}")
+
+
+def claim_folder(folder: Path) -> None:
+    """Create a run's work folder, recording the host and process that own it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    owner = {"host": _HOST, "pid": os.getpid()}
+    (folder / OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
+
+
+def remove_abandoned_folders(work_dir: Path) -> list[Path]:
+    """Delete the per-run work folders (``<run id>/``) left by killed jobs.
+
+    A run removes its own work folder when it ends, also on errors, Ctrl-C and SIGTERM;
+    only a killed process (SIGKILL, a node crash) leaves one. As for temporaries, a folder
+    is removed only when its :data:`OWNER_FILE` names this host and a process that no
+    longer exists: concurrent jobs, here or on other nodes sharing the folder, keep theirs.
+
+    Returns
+    -------
+    list of Path
+        The folders removed.
+    """
+    removed = []
+    for folder in sorted(work_dir.iterdir()) if work_dir.is_dir() else []:
+        if not (_RUN_FOLDER.fullmatch(folder.name) and folder.is_dir()):
+            continue
+        try:
+            owner = json.loads((folder / OWNER_FILE).read_text(encoding="utf-8"))
+            host, pid = str(owner["host"]), int(owner["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if host != _HOST or _alive(pid):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
     return removed
 
 
