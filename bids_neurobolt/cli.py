@@ -612,7 +612,7 @@ def _run(ctx: click.Context, params: dict[str, Any], workflow: Any) -> None:
         ctx.exit(128 + exc.signum)
     except KeyboardInterrupt:
         click.echo("bids-neurobolt: interrupted; finished outputs are kept.", err=True)
-        ctx.exit(130)
+        ctx.exit(int(ExitCode.INTERRUPTED))
     except Exception:  # noqa: BLE001 - last-resort handler: report bugs with a traceback
         click.echo(
             "bids-neurobolt: internal error (a bug, please report it with this traceback):\n"

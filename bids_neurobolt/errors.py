@@ -49,6 +49,9 @@ class ExitCode(enum.IntEnum):
     SOFTWARE = 70
     CANTCREAT = 73
     IOERR = 74
+    HANGUP = 129  # 128 + SIGHUP
+    INTERRUPTED = 130  # 128 + SIGINT
+    TERMINATED = 143  # 128 + SIGTERM
 
 
 class NeuroboltError(Exception):
