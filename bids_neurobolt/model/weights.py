@@ -44,7 +44,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +53,8 @@ import numpy as np
 import torch
 
 from bids_neurobolt import __version__
-from bids_neurobolt.errors import DataError, IOFailure, MissingInputError
+from bids_neurobolt.derivatives import writer
+from bids_neurobolt.errors import DataError, MissingInputError
 from bids_neurobolt.model.neurobolt import NeuroBOLT, NeuroBOLTConfig
 
 logger = logging.getLogger(__name__)
@@ -485,10 +485,41 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _atomic_target(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
+def canonical_safetensors(
+    tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
+) -> bytes:
+    """Serialise tensors as safetensors bytes whose header has a fixed key order.
+
+    The safetensors library writes its ``__metadata__`` entries in hash-map order, which
+    changes between processes, so that identical models gave files (and SHA-256) that
+    differ. The header is re-written here with sorted keys and padded with spaces to a
+    multiple of 8 bytes, as the format requires; the tensor data are untouched, so any
+    safetensors reader loads the file as before.
+
+    Parameters
+    ----------
+    tensors : mapping of str to torch.Tensor
+        Contiguous CPU tensors.
+    metadata : mapping of str to str
+        The ``__metadata__`` entries.
+
+    Returns
+    -------
+    bytes
+
+    References
+    ----------
+    .. [1] Hugging Face. safetensors format: an 8-byte little-endian header size, a JSON
+       header, then the tensor bytes. https://github.com/huggingface/safetensors
+    """
+    from safetensors.torch import save
+
+    raw = save(dict(tensors), metadata=dict(metadata))
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + raw[8 + size :]
 
 
 def save_model(
@@ -515,32 +546,20 @@ def save_model(
     ------
     DataError
         When the metadata does not describe this model (channels, outputs, config).
-    IOFailure
-        When writing fails.
+    IOFailure, OutputError
+        When writing fails (disk full; permissions).
     """
-    from safetensors.torch import save_file
-
     weights_path, json_path = model_paths(path)
     _check_metadata_matches(model, metadata)
     state = {
         k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()
     }
     header = {"format": MODEL_FORMAT, "config_hash": str(metadata.config_hash)}
-    tmp_weights = tmp_json = None
-    try:
-        tmp_weights = _atomic_target(weights_path)
-        save_file(state, str(tmp_weights), metadata=header)
-        metadata = dataclasses.replace(metadata, weights_sha256=file_sha256(tmp_weights))
-        tmp_json = _atomic_target(json_path)
-        tmp_json.write_text(metadata.to_json(), encoding="utf-8")
-        tmp_weights.replace(weights_path)
-        tmp_json.replace(json_path)
-    except OSError as exc:
-        raise IOFailure(f"cannot write the model ({exc}).", path=weights_path) from exc
-    finally:
-        for tmp in (tmp_weights, tmp_json):
-            if tmp is not None and tmp.exists():
-                tmp.unlink()
+    data = canonical_safetensors(state, header)
+    metadata = dataclasses.replace(metadata, weights_sha256=hashlib.sha256(data).hexdigest())
+    # weights first, description last: a model whose .json exists is complete
+    writer.write_bytes(weights_path, data)
+    writer.write_text(json_path, metadata.to_json())
     return weights_path, json_path
 
 

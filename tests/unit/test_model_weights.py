@@ -17,8 +17,10 @@ from bids_neurobolt.errors import DataError, ExitCode, MissingInputError
 from bids_neurobolt.model import NeuroBOLT, NeuroBOLTConfig
 from bids_neurobolt.model.weights import (
     LABRAM_SAFE_GLOBALS,
+    MODEL_FORMAT,
     ModelMetadata,
     check_compatible,
+    file_sha256,
     load_labram_state,
     load_labram_weights,
     load_model,
@@ -428,3 +430,31 @@ def test_per_roi_models_save_load_and_take_labram_weights_in_every_member(tmp_pa
     x = torch.randn(1, len(PAPER_CHANNELS), 3200)
     with torch.inference_mode():
         assert torch.equal(model(x), loaded(x))
+
+
+def test_identical_models_give_identical_files_that_follow_the_umask(tmp_path):
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+
+    old = os.umask(0o022)
+    try:
+        _, (weights, json_path) = _saved_tiny(tmp_path / "a")
+    finally:
+        os.umask(old)
+    assert weights.stat().st_mode & 0o777 == 0o644 and json_path.stat().st_mode & 0o777 == 0o644
+    # another process (another hash-map seed in the safetensors library) writes the same bytes
+    script = (
+        "import sys; from pathlib import Path; import tests.unit.test_model_weights as t; "
+        "t._saved_tiny(Path(sys.argv[1]))"
+    )
+    root = pathlib.Path(__file__).resolve().parents[2]
+    for folder in ("b", "c"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / folder)], cwd=root,
+                       check=True)  # fmt: skip
+        again = tmp_path / folder / weights.name
+        assert again.read_bytes() == weights.read_bytes(), folder
+    with safe_open(str(weights), framework="pt") as f:
+        assert f.metadata() == {"format": MODEL_FORMAT, "config_hash": "abc123"}
+    assert json.loads(json_path.read_text())["weights_sha256"] == file_sha256(weights)
