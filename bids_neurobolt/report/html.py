@@ -233,8 +233,17 @@ def write_group_report(output_dir: Path) -> Path:
             )
         ]
     intrascan_rows = []
+    unreadable = []
     for path in sorted(output_dir.glob("sub-*/**/func/*_desc-neurobolt_metrics.tsv")):
-        table = pd.read_csv(path, sep="\t")
+        try:
+            table = pd.read_csv(path, sep="\t")
+        except (OSError, ValueError) as exc:
+            unreadable.append(f"{path.relative_to(output_dir)}: cannot be read ({exc})")
+            continue
+        missing = sorted({"split", "roi", "pearson_r"} - set(table.columns))
+        if missing:
+            unreadable.append(f"{path.relative_to(output_dir)}: no column {', '.join(missing)}")
+            continue
         test = table[table["split"] == "test"]
         if test.empty or "baseline_r" not in test:
             continue
@@ -279,6 +288,7 @@ def write_group_report(output_dir: Path) -> Path:
         per_run=per_run,
         group_figures=group_figures,
         intrascan=intrascan,
+        unreadable=unreadable,
         cleaning=cleaning,
         cleaning_columns=columns,
         warnings=warnings,

@@ -184,9 +184,7 @@ def collect_runs(output_dir: Path, cache: Any) -> list[GroupRun]:
         if _entity(sidecar.name, "atlas") != atlas:
             continue
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        table = pd.read_csv(
-            sidecar.with_suffix(".tsv"), sep="\t", na_values="n/a", keep_default_na=False
-        )
+        table = read_targets(sidecar.with_suffix(".tsv"))
         key = cache_key(eeg=_file_digest(vhdr.with_suffix(".eeg")), events=_file_digest(
             vhdr.with_name(vhdr.name.replace("_eeg.vhdr", "_events.tsv"))))  # fmt: skip
 
@@ -197,9 +195,19 @@ def collect_runs(output_dir: Path, cache: Any) -> list[GroupRun]:
         windows = cache.get_or_make(key, make)
         if windows.volumes.max() >= len(table):
             logger.warning(
-                "%s: the cleaned EEG has more volumes than the targets; left out.", label
-            )
+                "%s: the cleaned EEG has more volumes (%d) than the targets table %s (%d rows); "
+                "left out. Rerun the participant level for this run.",
+                label, int(windows.volumes.max()) + 1, sidecar.with_suffix(".tsv").name,
+                len(table),
+            )  # fmt: skip
             continue
+        if table.iloc[windows.volumes].isna().any().any():
+            raise DataError(
+                "the ROI targets have n/a values at volumes that have EEG windows.",
+                path=sidecar.with_suffix(".tsv"),
+                fix="Rerun the participant level's targets stage for this run (delete this "
+                "file and its .json first), or leave the run out with --participant-label.",
+            )
         runs.append(
             GroupRun(
                 label=label,
@@ -214,6 +222,27 @@ def collect_runs(output_dir: Path, cache: Any) -> list[GroupRun]:
             )
         )
     return _harmonise(runs)
+
+
+def read_targets(path: Path) -> pd.DataFrame:
+    """Read a participant's ROI targets table, refusing one that is not a numeric table.
+
+    Raises
+    ------
+    DataError
+        When the file cannot be parsed, is empty, or holds values that are not numbers
+        (``n/a`` excepted); the message names the file.
+    """
+    fix = "Rerun the participant level's targets stage for this run (delete this file first)."
+    try:
+        table = pd.read_csv(path, sep="\t", na_values="n/a", keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"cannot read the ROI targets table ({exc}).", path=path, fix=fix) from None
+    not_numeric = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
+    if table.empty or not_numeric:
+        problem = "it has no rows" if table.empty else f"columns {not_numeric} are not numbers"
+        raise DataError(f"the ROI targets table is corrupt: {problem}.", path=path, fix=fix)
+    return table
 
 
 def _harmonise(runs: list[GroupRun]) -> list[GroupRun]:

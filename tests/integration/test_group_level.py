@@ -205,3 +205,52 @@ def test_group_level_runs_data_parallel_under_torchrun(
     assert "data-parallel training: 2 processes (gloo backend, torchrun)" in log
     metrics = pd.read_csv(out / f"{GROUP}_metrics.tsv", sep="\t")
     assert len(metrics) == 3 * 7 and (out / "group.html").is_file()
+
+
+def _last_value_missing(text: str) -> str:
+    """The first target of the last volume (which has an EEG window) set to n/a."""
+    lines = text.rstrip("\n").split("\n")
+    lines[-1] = "\t".join(["n/a", *lines[-1].split("\t")[1:]])
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "fragment"),
+    [
+        (lambda text: "garbage\tno\n\x00\x01", "columns ['garbage', 'no'] are not numbers"),
+        (lambda text: text.split("\n")[0] + "\n", "it has no rows"),
+        (_last_value_missing, "n/a values at volumes that have EEG windows"),
+    ],
+)
+def test_corrupt_targets_at_the_group_level_name_the_file(
+    participant_out: Path, tmp_path: Path, corrupt, fragment
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(participant_out, out, ignore=shutil.ignore_patterns("group", "models"))
+    (tsv,) = (out / "sub-02").rglob("*_desc-bold_timeseries.tsv")
+    tsv.write_text(corrupt(tsv.read_text()))
+    before = tsv.read_bytes()
+
+    result = run_cli("unused", out, "group", "-w", tmp_path / "w", "--sloppy")
+
+    assert result.exit_code == 65, result.output
+    assert fragment in result.output and tsv.name in result.output
+    assert "Traceback" not in result.output and tsv.read_bytes() == before
+    assert not (out / "group").exists()
+
+
+def test_a_corrupt_participant_metrics_table_is_named_in_the_group_report(
+    group_out: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(group_out, out)
+    (targets,) = (out / "sub-01").rglob("*_desc-bold_timeseries.tsv")
+    bad = targets.with_name(targets.name.replace("desc-bold_timeseries", "desc-neurobolt_metrics"))
+    bad.write_text("this is not\ta metrics table\n")
+    (out / f"{GROUP}_folds.json").unlink()  # rerun the group level
+
+    result = run_cli("unused", out, "group", "-w", tmp_path / "w", "--sloppy")
+
+    assert result.exit_code == 0, result.output
+    html = (out / "group.html").read_text()
+    assert f"{bad.relative_to(out)}: no column pearson_r, roi, split" in html
