@@ -10,6 +10,7 @@ the synchronisation step picks whichever holds the volume markers.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import warnings
@@ -159,8 +160,47 @@ def open_raw(spec: RunSpec, *, preload: bool = False) -> Any:
             "software or with mne.io.read_raw), then run again.",
         ) from None
     _check_data_size(raw, spec.eeg)
+    check_sidecar_sfreq(spec.eeg, float(raw.info["sfreq"]))
     _type_ecg_by_name(raw)
     return raw
+
+
+def check_sidecar_sfreq(eeg_path: Path, header_sfreq: float) -> None:
+    """Refuse a recording whose ``_eeg.json`` gives another sampling rate than its header.
+
+    BIDS requires ``SamplingFrequency`` in the sidecar and expects it to describe the data
+    file; a disagreement means one of them was edited or copied from another recording.
+    Neither can be trusted to be the right one, so the run stops (exit 65) naming both.
+
+    Raises
+    ------
+    DataError
+        When the sidecar next to the file states a ``SamplingFrequency`` that is not a
+        positive number, or differs from the header's rate by more than 0.01 %.
+    """
+    sidecar = eeg_path.with_name(eeg_path.name.rsplit("_eeg.", 1)[0] + "_eeg.json")
+    try:
+        stated = json.loads(sidecar.read_text(encoding="utf-8")).get("SamplingFrequency")
+    except (OSError, ValueError, AttributeError):
+        return  # no sidecar here (inherited, or missing: the validator reports it)
+    if stated is None:
+        return
+    if isinstance(stated, bool) or not isinstance(stated, int | float) or stated <= 0:
+        raise DataError(
+            f"SamplingFrequency is {stated!r}, not a positive number of Hz.",
+            path=sidecar,
+            fix=f'Write the rate of the recording as a number, e.g. "SamplingFrequency": '
+            f"{header_sfreq:g}.",
+        )
+    if abs(float(stated) - header_sfreq) > 1e-4 * header_sfreq:
+        raise DataError(
+            f"SamplingFrequency is {stated:g} Hz, but the header of {eeg_path.name} gives "
+            f"{header_sfreq:g} Hz (BrainVision SamplingInterval, EDF record length...). "
+            "One of them is wrong and the EEG would be read at the wrong rate.",
+            path=sidecar,
+            fix="Correct the sidecar if the header is right (the usual case: the acquisition "
+            "software wrote the header), or re-export the recording if the header is wrong.",
+        )
 
 
 def check_channel_names(eeg_path: Path) -> None:

@@ -117,10 +117,23 @@ _RUN_FOLDER = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}")
 
 
 def claim_folder(folder: Path) -> None:
-    """Create a run's work folder, recording the host and process that own it."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Create a run's work folder, recording the host and process that own it.
+
+    Raises
+    ------
+    OutputError
+        When the folder cannot be created or written (the message says to pass ``-w``).
+    """
     owner = {"host": _HOST, "pid": os.getpid()}
-    (folder / OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create the work folder of this run ({exc.strerror or exc}).",
+            path=folder,
+            fix="Pass -w/--work-dir with a folder you can write to (e.g. on scratch).",
+        ) from None
 
 
 def remove_abandoned_folders(work_dir: Path) -> list[Path]:

@@ -243,6 +243,16 @@ CASES: dict[str, Case] = {
         "sync,clean",
     ),
     "zero-length EEG data": Case(keep_seconds(0), 65, ("sub-01_task-rest_eeg.vhdr", "no samples")),
+    "header and sidecar disagree on the sampling rate": Case(
+        edit_text(f"{EEG}_eeg.vhdr", "SamplingInterval=1000", "SamplingInterval=2000"),
+        65,
+        ("sub-01_task-rest_eeg.json", "SamplingFrequency is 1000 Hz", "gives 500 Hz"),
+    ),
+    "sidecar sampling rate is a string": Case(
+        edit_text(f"{EEG}_eeg.json", '"SamplingFrequency": 1000.0', '"SamplingFrequency": "1 kHz"'),
+        65,
+        ("sub-01_task-rest_eeg.json", "SamplingFrequency is '1 kHz', not a positive number"),
+    ),
     "one-second EEG recording": Case(
         keep_seconds(1), 65, ("sub-01_task-rest_eeg.vhdr", "1.0 s", "48.0 s", "incomplete")
     ),
