@@ -206,6 +206,7 @@ def synchronise(header: EEGHeader, bold: BoldInfo | None, config: SyncConfig) ->
             "--volume-marker 'Response/R128'.",
         )
     source, name, samples = found
+    check_sources_agree(header, name, samples)
     if config.skip_markers >= len(samples):
         raise SyncError(
             f"--skip-markers {config.skip_markers} skips every one of the {len(samples)} "
@@ -299,6 +300,55 @@ def find_markers(
         ((desc, values),) = matched.items()
         return markers.source, desc, np.sort(np.asarray(values, dtype=np.int64))
     return None
+
+
+#: Largest difference (samples) allowed between events.tsv and the file's own markers: the
+#: onsets in events.tsv are seconds with a few decimals, so they round to a sample or two.
+MARKER_AGREEMENT_SAMPLES = 2
+
+
+def check_sources_agree(header: EEGHeader, name: str, samples: np.ndarray) -> None:
+    """Refuse volume markers whose events.tsv and raw-file copies disagree.
+
+    BIDS makes ``events.tsv`` the dataset's record of events and it is read first; the
+    recording's own marker file (``.vmrk``, EDF annotations...) was written by the
+    acquisition software. When both hold the same number of ``name`` markers but at
+    different samples, one was edited or belongs to another recording, and the artifact
+    templates would be built at the wrong places: the run stops.
+
+    Raises
+    ------
+    SyncError
+        When the same count of markers differs by more than
+        :data:`MARKER_AGREEMENT_SAMPLES` samples somewhere (a different count is logged:
+        events.tsv may have been curated).
+    """
+    if len(header.markers) < 2 or header.markers[0].source != "events.tsv":
+        return
+    raw = header.markers[1]
+    in_file = np.sort(
+        np.asarray([s for d, s in zip(raw.description, raw.sample, strict=True) if str(d) == name],
+                   dtype=np.int64)
+    )  # fmt: skip
+    if in_file.size == 0:
+        return
+    if in_file.size != samples.size:
+        logger.info(
+            "%s: events.tsv has %d '%s' markers, the %s %d; events.tsv is used.",
+            header.path.name, samples.size, name, raw.source, in_file.size,
+        )  # fmt: skip
+        return
+    offset = samples - in_file
+    worst = int(np.abs(offset).max())
+    if worst > MARKER_AGREEMENT_SAMPLES:
+        raise SyncError(
+            f"the '{name}' markers of events.tsv and of the recording's own marker file "
+            f"disagree by up to {worst} samples ({worst / header.sfreq:.3f} s; median offset "
+            f"{float(np.median(offset)):+.0f} samples), so the scanner timing is not known.",
+            path=header.path,
+            fix="Regenerate events.tsv from the recording (e.g. with mne-bids), or correct "
+            "the marker file if events.tsv is the corrected record.",
+        )
 
 
 def check_spacing(

@@ -70,6 +70,21 @@ def edit_text(relative: str, old: str, new: str) -> Callable[[Path, Path], None]
     return damage
 
 
+def shift_events_tsv_only(samples: int) -> Callable[[Path, Path], None]:
+    """Move every volume marker of events.tsv (not of the .vmrk) by ``samples``."""
+
+    def damage(root: Path, tmp: Path) -> None:
+        path = root / f"{EEG}_events.tsv"
+        events = pd.read_csv(path, sep="\t", dtype={"value": str})
+        volume = events["trial_type"] == "Response/R128"
+        sfreq = float(events.loc[volume, "sample"].iloc[0] / events.loc[volume, "onset"].iloc[0])
+        events.loc[volume, "sample"] += samples
+        events.loc[volume, "onset"] = (events.loc[volume, "sample"] / sfreq).round(6)
+        events.to_csv(path, sep="\t", index=False)
+
+    return damage
+
+
 def both(*damages: Callable[[Path, Path], None]) -> Callable[[Path, Path], None]:
     def damage(root: Path, tmp: Path) -> None:
         for one in damages:
@@ -247,6 +262,11 @@ CASES: dict[str, Case] = {
         edit_text(f"{EEG}_eeg.vhdr", "SamplingInterval=1000", "SamplingInterval=2000"),
         65,
         ("sub-01_task-rest_eeg.json", "SamplingFrequency is 1000 Hz", "gives 500 Hz"),
+    ),
+    "events.tsv volume markers 300 samples from the .vmrk": Case(
+        shift_events_tsv_only(300),
+        65,
+        ("sub-01_task-rest_eeg.vhdr", "disagree by up to 300 samples", "Regenerate events.tsv"),
     ),
     "sidecar sampling rate is a string": Case(
         edit_text(f"{EEG}_eeg.json", '"SamplingFrequency": 1000.0', '"SamplingFrequency": "1 kHz"'),

@@ -10,16 +10,23 @@ from bids_neurobolt import log
 
 
 def test_throttled_progress_shows_a_line_every_interval_and_keeps_the_rest_at_debug(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = iter([0.0, 3.0, 10.5, 12.0, 21.0])  # creation, then one per message
     monkeypatch.setattr(log.time, "perf_counter", lambda: next(clock))
-    logger = logging.getLogger("bids_neurobolt.test_progress")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(level=logging.DEBUG)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("test_throttled_progress")  # outside the app's own tree
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
     report = log.throttled(logger, "sub-01_task-rest", every=10.0)
-    with caplog.at_level(logging.DEBUG, logger=logger.name):
+    try:
         for block in ("a", "b", "c", "d"):
             report(block)
-    levels = [(r.levelno, r.getMessage()) for r in caplog.records]
+    finally:
+        logger.removeHandler(handler)
+    levels = [(r.levelno, r.getMessage()) for r in records]
     assert levels == [
         (logging.DEBUG, "sub-01_task-rest: a"),
         (logging.INFO, "sub-01_task-rest: b"),
