@@ -112,14 +112,7 @@ def read_bold_info(path: Path, metadata: dict[str, Any]) -> BoldInfo:
         )
     _check_complete(path, header, shape, offset)
     tr = _repetition_time(path, metadata, zooms)
-    slice_timing = tuple(float(t) for t in metadata.get("SliceTiming", ()) or ())
-    if slice_timing and (min(slice_timing) < 0 or max(slice_timing) >= tr):
-        raise DataError(
-            f"SliceTiming values must lie in [0, RepetitionTime={tr} s); got "
-            f"[{min(slice_timing)}, {max(slice_timing)}].",
-            path=_sidecar_of(path),
-            fix="Correct SliceTiming (seconds from the volume onset) in the JSON sidecar.",
-        )
+    slice_timing = _slice_timing(path, metadata, shape, tr)
     return BoldInfo(
         path=path,
         n_volumes=int(shape[3]),
@@ -176,6 +169,39 @@ def _gzip_length(path: Path) -> int:
     return total
 
 
+def _slice_timing(
+    path: Path, metadata: dict[str, Any], shape: tuple[int, ...], tr: float
+) -> tuple[float, ...]:
+    """Return ``SliceTiming`` checked: finite numbers in [0, TR), one per slice."""
+    values = metadata.get("SliceTiming") or ()
+    sidecar = _sidecar_of(path)
+    if not isinstance(values, list | tuple) or any(
+        isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) for v in values
+    ):
+        raise DataError(
+            f"SliceTiming must be a list of numbers (seconds); got {values!r}.",
+            path=sidecar,
+            fix="Correct SliceTiming (one onset in seconds per slice), or remove it.",
+        )
+    if values and (min(values) < 0 or max(values) >= tr):
+        raise DataError(
+            f"SliceTiming values must lie in [0, RepetitionTime={tr} s); got "
+            f"[{min(values)}, {max(values)}].",
+            path=sidecar,
+            fix="Correct SliceTiming (seconds from the volume onset) in the JSON sidecar.",
+        )
+    axis = {"i": 0, "j": 1, "k": 2}.get(str(metadata.get("SliceEncodingDirection", "k"))[:1], 2)
+    if values and len(values) != shape[axis]:
+        raise DataError(
+            f"SliceTiming has {len(values)} values but the BOLD image has {shape[axis]} slices "
+            f"along {'ijk'[axis]} (SliceEncodingDirection).",
+            path=sidecar,
+            fix="Use the SliceTiming of this run's acquisition (one value per slice), or "
+            "remove it.",
+        )
+    return tuple(float(v) for v in values)
+
+
 def _repetition_time(path: Path, metadata: dict[str, Any], zooms: tuple[float, ...]) -> float:
     value = metadata.get("RepetitionTime")
     if value is None:
@@ -185,10 +211,21 @@ def _repetition_time(path: Path, metadata: dict[str, Any], zooms: tuple[float, .
             fix=f'Add "RepetitionTime": <seconds> to {_sidecar_of(path).name} or to an '
             "inherited task-<label>_bold.json.",
         )
-    try:
-        tr = float(value)
-    except (TypeError, ValueError):
-        tr = float("nan")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DataError(
+            f"RepetitionTime must be a JSON number of seconds; got {value!r} "
+            f"({type(value).__name__}).",
+            path=_sidecar_of(path),
+            fix='Write it without quotes, e.g. "RepetitionTime": 2.0.',
+        )
+    tr = float(value)
+    if np.isfinite(tr) and tr > 100:
+        raise DataError(
+            f"RepetitionTime is {value!r} s, which looks like milliseconds: BIDS gives it in "
+            "seconds.",
+            path=_sidecar_of(path),
+            fix=f'Write it in seconds, e.g. "RepetitionTime": {tr / 1000:g}.',
+        )
     if not np.isfinite(tr) or tr <= 0:
         raise DataError(
             f"RepetitionTime must be a positive number of seconds; got {value!r}.",

@@ -321,6 +321,26 @@ CASES: dict[str, Case] = {
         65,
         ("sub-01_task-rest_bold.nii.gz", "no RepetitionTime"),
     ),
+    "RepetitionTime as a string": Case(
+        edit_bold_sidecar(RepetitionTime="2.0"),
+        65,
+        ("sub-01_task-rest_bold.json", "RepetitionTime must be a JSON number", "'2.0' (str)"),
+    ),
+    "RepetitionTime in milliseconds": Case(
+        edit_bold_sidecar(RepetitionTime=2000),
+        65,
+        ("sub-01_task-rest_bold.json", "looks like milliseconds", '"RepetitionTime": 2'),
+    ),
+    "SliceTiming of the wrong length": Case(
+        edit_bold_sidecar(SliceTiming=[0.0, 0.5, 1.0]),
+        65,
+        ("sub-01_task-rest_bold.json", "SliceTiming has 3 values", "slices along k"),
+    ),
+    "SliceTiming with NaN and strings": Case(
+        edit_bold_sidecar(SliceTiming=[0.0, float("nan"), "0.5"]),
+        65,
+        ("sub-01_task-rest_bold.json", "SliceTiming must be a list of numbers"),
+    ),
     "SliceTiming beyond RepetitionTime": Case(
         edit_bold_sidecar(SliceTiming=[0.0, 1.0, 2.5]),
         65,
