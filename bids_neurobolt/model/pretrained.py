@@ -46,9 +46,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from bids_neurobolt.checksums import file_sha256
 from bids_neurobolt.errors import ConfigError, DataError, IOFailure, MissingInputError
 from bids_neurobolt.fmri.atlases import CACHE_ENV, resolve_cache_dir
-from bids_neurobolt.model.weights import file_sha256, read_labram_state
+from bids_neurobolt.model.weights import read_labram_state
 
 logger = logging.getLogger(__name__)
 

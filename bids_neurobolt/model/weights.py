@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from bids_neurobolt import __version__
+from bids_neurobolt.checksums import file_sha256
 from bids_neurobolt.derivatives import writer
 from bids_neurobolt.errors import DataError, MissingInputError
 from bids_neurobolt.model.neurobolt import NeuroBOLT, NeuroBOLTConfig
@@ -473,16 +474,6 @@ def model_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     path = Path(path)
     stem = path.with_suffix("") if path.suffix in {".safetensors", ".json"} else path
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Return the SHA-256 (hex) of a file, read in 1 MiB blocks."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def canonical_safetensors(

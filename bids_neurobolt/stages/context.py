@@ -13,6 +13,7 @@ from bids_neurobolt.bids.eeg_io import EEGHeader, read_header
 from bids_neurobolt.bids.fmri_io import BoldInfo, read_bold_info
 from bids_neurobolt.bids.layout import RunSpec
 from bids_neurobolt.bids.sync import SyncResult, synchronise
+from bids_neurobolt.checksums import files_match, record_files, run_files
 from bids_neurobolt.config import Config
 from bids_neurobolt.derivatives import writer
 
@@ -61,19 +62,35 @@ class RunContext:
         except ValueError:
             return str(path)
 
+    @cached_property
+    def input_files(self) -> dict[str, Path]:
+        """The raw files of this run: the EEG recording's files, the BOLD and its sidecar."""
+        bold = self.spec.bold
+        sidecar = None
+        if bold is not None:
+            sidecar = bold.with_name(bold.name.removesuffix(".gz").removesuffix(".nii") + ".json")
+        return run_files(self.spec.eeg, (bold, sidecar))
+
+    @cached_property
+    def input_record(self) -> dict[str, dict[str, Any]]:
+        """Size, time and SHA-256 of :attr:`input_files` (hashed once per invocation)."""
+        return record_files(self.input_files)
+
     def provenance(self, stage: str) -> dict[str, Any]:
-        """Sidecar keys every stage records: hash of the settings it used, seed, version."""
+        """Sidecar keys every stage records: settings hash, inputs, seed, version."""
         return {
             "RandomSeed": self.config.science.random_seed,
             "ScienceHash": self.config.science.digest(stage),
+            "RawInputs": self.input_record,
             "SoftwareVersion": f"bids-neurobolt {__version__}",
         }
 
     def up_to_date(self, stage: str, *paths: Path) -> bool:
-        """Tell whether a stage's outputs exist with the current settings.
+        """Tell whether a stage's outputs exist, made with these settings from these inputs.
 
         Every path must exist and the last one (the JSON sidecar, written last) must
-        record this stage's current settings hash.
+        record this stage's current settings hash and the run's current raw files
+        (:attr:`input_files`: same names and bytes).
         """
         if not paths or not all(p.is_file() for p in paths):
             return False
@@ -81,4 +98,6 @@ class RunContext:
             meta = json.loads(paths[-1].read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        return meta.get("ScienceHash") == self.config.science.digest(stage)
+        if meta.get("ScienceHash") != self.config.science.digest(stage):
+            return False
+        return files_match(meta.get("RawInputs"), self.input_files)

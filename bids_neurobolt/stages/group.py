@@ -282,7 +282,7 @@ def _entity(name: str, key: str) -> str:
 
 
 def _file_digest(path: Path) -> str:
-    from bids_neurobolt.model.weights import file_sha256  # torch: imported on use
+    from bids_neurobolt.checksums import file_sha256
 
     return file_sha256(path)[:16]
 

@@ -278,7 +278,7 @@ def _cached_labram_state(path: str, size: int, mtime_ns: int) -> Any:
 @functools.lru_cache(maxsize=8)
 def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
     """Hash a file once per content version (size and mtime), not once per run."""
-    from bids_neurobolt.model.weights import file_sha256  # torch: imported on use
+    from bids_neurobolt.checksums import file_sha256
 
     return file_sha256(path)
 

@@ -95,6 +95,27 @@ def test_rerun_skips_runs_that_are_up_to_date(small_dataset: Path, tmp_path: Pat
     assert "targets 0 done, 2 up to date" in result.output  # markers do not change targets
 
 
+def test_rerun_recomputes_what_a_changed_input_feeds(dataset_copy: Path, tmp_path: Path) -> None:
+    out, work = tmp_path / "out", tmp_path / "work"
+    args = ("participant", "-w", work, "--steps", "sync,clean", *atlas_args(dataset_copy))
+    assert run_cli(dataset_copy, out, *args).exit_code == 0
+    events = dataset_copy / "sub-01" / "eeg" / "sub-01_task-rest_events.tsv"
+    sidecar = next(out.rglob("sub-01_*_desc-sync_events.json"))
+    assert "sub-01_task-rest_events.tsv" in json.loads(sidecar.read_text())["RawInputs"]
+
+    # same bytes, new modification time (a copy, a re-simulation): still up to date
+    events.write_bytes(events.read_bytes())
+    result = run_cli(dataset_copy, out, *args)
+    assert "sync 0 done, 2 up to date" in result.output, result.output
+
+    # other bytes in one subject's input: that run (and only it) is recomputed
+    events.write_text(events.read_text() + "\n", "utf-8")
+    result = run_cli(dataset_copy, out, *args)
+    assert result.exit_code == 0, result.output
+    assert "sync 1 done, 1 up to date" in result.output, result.output
+    assert "clean 1 done, 1 up to date" in result.output, result.output
+
+
 def test_participant_label_selects_one_subject(small_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = run_cli(
