@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ import pandas as pd
 from bids_neurobolt.bids.eeg_io import EEGHeader, Markers
 from bids_neurobolt.bids.fmri_io import BoldInfo
 from bids_neurobolt.config import SyncConfig
-from bids_neurobolt.errors import SyncError
+from bids_neurobolt.errors import NeuroboltWarning, SyncError
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +208,15 @@ def synchronise(header: EEGHeader, bold: BoldInfo | None, config: SyncConfig) ->
         )
     source, name, samples = found
     check_sources_agree(header, name, samples)
+    if bold is None:
+        warnings.warn(
+            f"{header.path.name}: {len(samples)} scanner volume markers ('{name}') but no BOLD "
+            "run pairs with this recording, so it is processed as EEG recorded in the scanner "
+            "without fMRI targets. If the BOLD run exists, give it the same subject, session, "
+            "task and run entities as the EEG.",
+            NeuroboltWarning,
+            stacklevel=2,
+        )
     if config.skip_markers >= len(samples):
         raise SyncError(
             f"--skip-markers {config.skip_markers} skips every one of the {len(samples)} "

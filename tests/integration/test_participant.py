@@ -207,3 +207,19 @@ def test_input_and_output_pass_the_bids_validator(small_dataset: Path, tmp_path:
     for root in (small_dataset, out):
         errors = validator_errors(root)
         assert errors == [], f"{root}: {errors}"
+
+
+def test_scanner_eeg_without_its_bold_is_processed_with_a_warning(
+    dataset_copy: Path, tmp_path: Path
+) -> None:
+    for path in (dataset_copy / "sub-01" / "func").glob("sub-01_task-rest_bold.*"):
+        path.unlink()
+    out = tmp_path / "out"
+    result = run_cli(
+        dataset_copy, out, "participant", "-w", tmp_path / "w", "--steps", "sync",
+        "--participant-label", "01", "--skip-bids-validation", *atlas_args(dataset_copy),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "scanner volume markers ('Response/R128') but no BOLD run pairs" in result.output
+    warned = json.loads((out / "logs/warnings/sub-01_task-rest.json").read_text())
+    assert any("give it the same subject, session, task and run" in w for w in warned)
