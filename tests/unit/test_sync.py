@@ -13,7 +13,7 @@ from bids_neurobolt.bids.eeg_io import EEGHeader, Markers
 from bids_neurobolt.bids.fmri_io import BoldInfo
 from bids_neurobolt.bids.sync import marker_matches, synchronise
 from bids_neurobolt.config import SyncConfig
-from bids_neurobolt.errors import ExitCode, SyncError
+from bids_neurobolt.errors import ExitCode, NeuroboltWarning, SyncError
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "eeg-fmri-timing"
 REAL_VMRK = sorted((SHARED / "eeg_rest_fmri" / "derivatives").glob("sub-*/eeg/*.vmrk"))
@@ -138,7 +138,8 @@ def test_eeg_only_without_markers_is_not_an_error():
 
 def test_eeg_only_with_markers_measures_its_own_tr():
     header = make_header(["Response/R128"] * 10, regular(10, tr=2.16, sfreq=5000.0), sfreq=5000.0)
-    result = synchronise(header, None, SyncConfig())
+    with pytest.warns(NeuroboltWarning, match="10 scanner volume markers .* but no BOLD run"):
+        result = synchronise(header, None, SyncConfig())
     assert result.measured_tr == pytest.approx(2.16, abs=1e-3)
     assert result.repetition_time is None
 
