@@ -174,7 +174,7 @@ def _slice_timing(
 ) -> tuple[float, ...]:
     """Return ``SliceTiming`` checked: finite numbers in [0, TR), one per slice."""
     values = metadata.get("SliceTiming") or ()
-    sidecar = _sidecar_of(path)
+    sidecar = sidecar_of(path)
     if not isinstance(values, list | tuple) or any(
         isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) for v in values
     ):
@@ -208,14 +208,14 @@ def _repetition_time(path: Path, metadata: dict[str, Any], zooms: tuple[float, .
         raise DataError(
             "has no RepetitionTime in its JSON sidecar (required by BIDS for BOLD).",
             path=path,
-            fix=f'Add "RepetitionTime": <seconds> to {_sidecar_of(path).name} or to an '
+            fix=f'Add "RepetitionTime": <seconds> to {sidecar_of(path).name} or to an '
             "inherited task-<label>_bold.json.",
         )
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DataError(
             f"RepetitionTime must be a JSON number of seconds; got {value!r} "
             f"({type(value).__name__}).",
-            path=_sidecar_of(path),
+            path=sidecar_of(path),
             fix='Write it without quotes, e.g. "RepetitionTime": 2.0.',
         )
     tr = float(value)
@@ -223,13 +223,13 @@ def _repetition_time(path: Path, metadata: dict[str, Any], zooms: tuple[float, .
         raise DataError(
             f"RepetitionTime is {value!r} s, which looks like milliseconds: BIDS gives it in "
             "seconds.",
-            path=_sidecar_of(path),
+            path=sidecar_of(path),
             fix=f'Write it in seconds, e.g. "RepetitionTime": {tr / 1000:g}.',
         )
     if not np.isfinite(tr) or tr <= 0:
         raise DataError(
             f"RepetitionTime must be a positive number of seconds; got {value!r}.",
-            path=_sidecar_of(path),
+            path=sidecar_of(path),
             fix="Correct RepetitionTime in the JSON sidecar.",
         )
     if len(zooms) > 3 and zooms[3] > 0 and not np.isclose(zooms[3], tr, rtol=1e-3):
@@ -243,7 +243,8 @@ def _repetition_time(path: Path, metadata: dict[str, Any], zooms: tuple[float, .
     return tr
 
 
-def _sidecar_of(path: Path) -> Path:
+def sidecar_of(path: Path) -> Path:
+    """Return the JSON sidecar next to a NIfTI file (``.nii`` or ``.nii.gz``)."""
     name = path.name
     stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else path.stem
     return path.with_name(stem + ".json")

@@ -251,11 +251,13 @@ def write_group_report(output_dir: Path) -> Path:
             r_with_uncertainty(test.assign(run=path.name.split("_space-")[0]), baseline=True)
         )
     intrascan = pd.concat(intrascan_rows).to_html(index=False, border=0) if intrascan_rows else None
-    cleaning = [
-        cleaning_row(path.name.removesuffix("_desc-clean_quality.json"),
-                     json.loads(path.read_text(encoding="utf-8")))
+    qualities = {
+        path.name.removesuffix("_desc-clean_quality.json"): json.loads(
+            path.read_text(encoding="utf-8")
+        )
         for path in sorted(output_dir.glob("sub-*/**/eeg/*_desc-clean_quality.json"))
-    ]  # fmt: skip
+    }
+    cleaning = [cleaning_row(label, quality) for label, quality in qualities.items()]
     columns = list(dict.fromkeys(key for row in cleaning for key in row))
     warnings = []
     for path in sorted((output_dir / "logs" / "warnings").glob("*.json")):
@@ -263,14 +265,8 @@ def write_group_report(output_dir: Path) -> Path:
         if texts:
             warnings.append((path.stem, texts))
     subjects = sorted({p.name[4:] for p in output_dir.glob("sub-*") if p.is_dir()})
-    caveats = (
-        [SIMULATED]
-        if any(
-            json.loads(path.read_text(encoding="utf-8")).get("GroundTruthAvailable")
-            for path in output_dir.glob("sub-*/**/eeg/*_desc-clean_quality.json")
-        )
-        else []
-    )
+    simulated = any(q.get("GroundTruthAvailable") for q in qualities.values())
+    caveats = [SIMULATED] if simulated else []
     if folds.get("Sloppy"):
         caveats.append(SLOPPY)
     if metrics is not None:

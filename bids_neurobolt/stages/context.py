@@ -10,7 +10,7 @@ from typing import Any
 
 from bids_neurobolt import __version__
 from bids_neurobolt.bids.eeg_io import EEGHeader, read_header
-from bids_neurobolt.bids.fmri_io import BoldInfo, read_bold_info
+from bids_neurobolt.bids.fmri_io import BoldInfo, read_bold_info, sidecar_of
 from bids_neurobolt.bids.layout import RunSpec
 from bids_neurobolt.bids.sync import SyncResult, synchronise
 from bids_neurobolt.checksums import files_match, record_files, run_files
@@ -66,10 +66,7 @@ class RunContext:
     def input_files(self) -> dict[str, Path]:
         """The raw files of this run: the EEG recording's files, the BOLD and its sidecar."""
         bold = self.spec.bold
-        sidecar = None
-        if bold is not None:
-            sidecar = bold.with_name(bold.name.removesuffix(".gz").removesuffix(".nii") + ".json")
-        return run_files(self.spec.eeg, (bold, sidecar))
+        return run_files(self.spec.eeg, () if bold is None else (bold, sidecar_of(bold)))
 
     @cached_property
     def input_record(self) -> dict[str, dict[str, Any]]:

@@ -523,10 +523,7 @@ def _evaluate(
         ("forest", figures.forest_plot(summary)),
         ("brainmap", _brain_map(atlas_file, summary)),
         ("rmatrix", figures.r_matrix(metrics)),
-        (
-            "traces",
-            figures.heldout_traces(traces, float(np.median([r.repetition_time for r in runs]))),
-        ),
+        ("traces", figures.heldout_traces(traces, repetition_time)),
         ("curves", figures.fold_curves(history)),
     ):
         if svg is not None:
